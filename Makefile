@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_PYTHON_DOWNLOADS := never
+CONFIG ?= examples/quickstart.yaml
+PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
+
+.PHONY: run test lint typecheck pytest sync sync-dev services-bin web clean bench
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet 'uv==0.13.9'
+
+sync: $(UV)
+	$(UV) sync --frozen --no-dev
+
+sync-dev: $(UV)
+	$(UV) sync --frozen
+
+# The console is built only when its sources exist.
+web:
+	@if [ -f web/package.json ]; then cd web && npm ci --no-audit --no-fund && npm run build; fi
+
+run: sync web
+	$(VENV)/bin/isthmus serve --config $(CONFIG)
+
+# PostgreSQL and Redis server binaries for the throwaway test servers.
+services-bin:
+	@if [ -z "$(PG_BIN)" ] || ! command -v redis-server >/dev/null; then \
+	  echo "installing postgresql and redis-server from the system packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql redis-server >/dev/null; \
+	fi
+
+lint: sync-dev
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+typecheck: sync-dev
+	$(VENV)/bin/mypy
+
+pytest: sync-dev services-bin
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .pytest_cache .ruff_cache
