@@ -40,7 +40,7 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine, begin: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -59,18 +59,25 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql(begin)
 
 
-def create_engine(url: str | URL, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
-    """An engine configured for the gateway: SQLite pragmas and real transactions, or a PostgreSQL pool."""
+def create_engine(
+    url: str | URL, *, echo: bool = False, pool_size: int = 10, sqlite_immediate: bool = False
+) -> AsyncEngine:
+    """An engine configured for the gateway: SQLite pragmas and real transactions, or a PostgreSQL pool.
+
+    ``sqlite_immediate`` makes every SQLite transaction take the write lock when it begins, so two
+    processes doing read-then-write (migrations at start-up) queue up instead of failing on a stale
+    snapshot.
+    """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(parsed, echo=echo)
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, "BEGIN IMMEDIATE" if sqlite_immediate else "BEGIN")
         return engine
     return create_async_engine(
         parsed,

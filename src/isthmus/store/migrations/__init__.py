@@ -1,0 +1,121 @@
+"""Schema migrations (Alembic), resolved from this package's directory so they ship in the wheel.
+
+``upgrade_database`` runs at start-up and from ``isthmus migrate``; ``is_up_to_date`` backs ``/readyz``.
+Concurrent start-ups (several workers or instances) are safe: PostgreSQL serialises them with an
+advisory lock, SQLite with an immediate write lock, and the second one finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from isthmus.store.db import create_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent
+# Arbitrary constant shared by every Isthmus process; pg_advisory_xact_lock takes a bigint.
+_PG_MIGRATION_LOCK = 0x1574_4D05
+_SQLITE_LOCK_RETRIES = 12
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        # ConfigParser interpolation treats % specially (URL-encoded passwords contain it).
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("the migrations directory has no revisions")
+    return head
+
+
+@asynccontextmanager
+async def _engine_for(db: str | AsyncEngine, *, immediate: bool = False) -> AsyncIterator[AsyncEngine]:
+    if isinstance(db, AsyncEngine):
+        yield db
+        return
+    engine = create_engine(db, pool_size=1, sqlite_immediate=immediate)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def _run_command(connection: Connection, action: str, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    if action == "upgrade":
+        command.upgrade(cfg, revision)
+    else:
+        command.downgrade(cfg, revision)
+
+
+async def _migrate(db: str | AsyncEngine, action: str, revision: str) -> None:
+    async with _engine_for(db, immediate=True) as engine:
+        is_sqlite = engine.dialect.name == "sqlite"
+        for attempt in range(_SQLITE_LOCK_RETRIES):
+            try:
+                async with engine.begin() as conn:
+                    if engine.dialect.name == "postgresql":
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                        )
+                    await conn.run_sync(_run_command, action, revision)
+                return
+            except OperationalError as exc:
+                # Another process held the SQLite write lock past busy_timeout (a long migration).
+                if not is_sqlite or "locked" not in str(exc) or attempt == _SQLITE_LOCK_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.5)
+
+
+async def upgrade_database(db: str | AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (default: the newest) in one transaction."""
+    await _migrate(db, "upgrade", revision)
+
+
+async def downgrade_database(db: str | AsyncEngine, revision: str = "base") -> None:
+    """Take the schema down to ``revision``; ``"base"`` drops every table (tests and rollbacks only)."""
+    await _migrate(db, "downgrade", revision)
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(db: str | AsyncEngine) -> str | None:
+    """The revision the database is at, or None for an empty (never migrated) database."""
+    async with _engine_for(db) as engine, engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+async def is_up_to_date(db: str | AsyncEngine) -> bool:
+    return await current_revision(db) == head_revision()
+
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "downgrade_database",
+    "head_revision",
+    "is_up_to_date",
+    "upgrade_database",
+]

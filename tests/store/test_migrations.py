@@ -1,0 +1,69 @@
+"""The migration chain from an empty database, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from isthmus.store.db import create_engine
+from isthmus.store.migrations import (
+    current_revision,
+    downgrade_database,
+    head_revision,
+    is_up_to_date,
+    upgrade_database,
+)
+from isthmus.store.tables import Base
+
+
+def _schema_diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+def _table_names(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def test_upgrade_downgrade_upgrade_from_empty(database_url: str) -> None:
+    assert await current_revision(database_url) is None
+    assert not await is_up_to_date(database_url)
+
+    await upgrade_database(database_url)
+    assert await current_revision(database_url) == head_revision()
+    assert await is_up_to_date(database_url)
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(_table_names)
+        assert set(Base.metadata.tables) <= tables
+
+        await downgrade_database(database_url)
+        assert await current_revision(database_url) is None
+        async with engine.connect() as conn:
+            leftover = await conn.run_sync(_table_names)
+        assert leftover <= {"alembic_version"}
+
+        await upgrade_database(database_url)
+        assert await is_up_to_date(database_url)
+        # Running it again at start-up finds nothing to do.
+        await upgrade_database(engine)
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_orm_metadata_matches_migrated_schema(database_url: str) -> None:
+    await upgrade_database(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(_schema_diff)
+    finally:
+        await engine.dispose()
+    assert diff == []
