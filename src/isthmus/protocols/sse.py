@@ -1,0 +1,159 @@
+"""Server-sent events: incremental framing for the relay's hot path, and encoding.
+
+The parser keeps every byte it is given: each :class:`SSEEvent` carries the exact bytes of its block
+(``raw``, terminator included), so a passthrough relay forwards upstream bytes unchanged while still
+seeing each event's name and data. Blocks that dispatch nothing under the SSE spec (comments such as
+``: keep-alive``, stray blank lines) are returned too, with ``data == b""``, so keep-alives can be
+forwarded and ``b"".join(e.raw for e in events)`` always equals the input.
+
+Lines may end in ``\\n`` or ``\\r\\n`` (mixed freely); a lone ``\\r`` line ending (allowed by the spec,
+sent by no API we talk to) is not recognised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_LF2 = b"\n\n"
+_LFCRLF = b"\n\r\n"  # also the tail of "\r\n\r\n"
+
+
+class SSEEvent:
+    __slots__ = ("data", "event", "raw")
+
+    def __init__(self, event: str | None, data: bytes, raw: bytes) -> None:
+        self.event = event
+        self.data = data  # data lines joined with "\n"; b"" when the block had none
+        self.raw = raw  # exact bytes of the block, including its terminating blank line
+
+    def json(self) -> Any:
+        return orjson.loads(self.data)
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(event={self.event!r}, data={self.data[:80]!r}, raw_len={len(self.raw)})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SSEEvent):
+            return NotImplemented
+        return self.event == other.event and self.data == other.data and self.raw == other.raw
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _parse_block(body: bytes, raw: bytes) -> SSEEvent:
+    """Parse one block; ``body`` is the block without its terminating blank line."""
+    # Fast paths for the two shapes every API sends: "data: X" and "event: E\ndata: X".
+    if body.startswith(b"data: "):
+        if body.find(b"\n") < 0:
+            return SSEEvent(None, body[6:].rstrip(b"\r"), raw)
+    elif body.startswith(b"event: "):
+        nl = body.find(b"\n")
+        if nl > 0 and body.startswith(b"data: ", nl + 1) and body.find(b"\n", nl + 1) < 0:
+            name = body[7:nl].rstrip(b"\r")
+            return SSEEvent(name.decode("utf-8", "replace") or None, body[nl + 7 :].rstrip(b"\r"), raw)
+    event: str | None = None
+    data_lines: list[bytes] = []
+    for line in body.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line or line[0] == 0x3A:  # empty, or ":" comment
+            continue
+        colon = line.find(b":")
+        if colon < 0:
+            field, value = line, b""
+        else:
+            field, value = line[:colon], line[colon + 1 :]
+            if value.startswith(b" "):
+                value = value[1:]
+        if field == b"data":
+            data_lines.append(value)
+        elif field == b"event":
+            event = value.decode("utf-8", "replace") or None
+    return SSEEvent(event, b"\n".join(data_lines), raw)
+
+
+class SSEParser:
+    """Incremental SSE framing. ``feed`` each chunk as it arrives; ``flush`` at end of stream."""
+
+    __slots__ = ("_parts", "_tail")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []  # bytes of an unfinished block, never containing a boundary
+        self._tail = b""  # last two bytes of _parts, to spot a boundary split across chunks
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
+        if self._parts:
+            # Join only when this chunk can complete the pending block; a large event arriving in
+            # many small reads is then copied once instead of once per read.
+            joint = self._tail + chunk[:2]
+            if (
+                chunk.find(_LF2) < 0
+                and chunk.find(_LFCRLF) < 0
+                and joint.find(_LF2) < 0
+                and joint.find(_LFCRLF) < 0
+            ):
+                self._parts.append(chunk)
+                self._tail = (self._tail + chunk)[-2:]
+                return []
+            self._parts.append(chunk)
+            buf = b"".join(self._parts)
+            self._parts = []
+        else:
+            buf = chunk
+        return self._split(buf)
+
+    def _split(self, buf: bytes) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        pos = 0
+        lf2 = buf.find(_LF2)
+        lfcrlf = buf.find(_LFCRLF)
+        while lf2 >= 0 or lfcrlf >= 0:
+            if lfcrlf < 0 or 0 <= lf2 < lfcrlf:
+                body_end, end = lf2, lf2 + 2
+            else:
+                body_end, end = lfcrlf, lfcrlf + 3
+            events.append(_parse_block(buf[pos:body_end], buf[pos:end]))
+            pos = end
+            # Each pattern is searched again only once passed, so the scan stays linear.
+            if 0 <= lf2 < pos:
+                lf2 = buf.find(_LF2, pos)
+            if 0 <= lfcrlf < pos:
+                lfcrlf = buf.find(_LFCRLF, pos)
+        if pos < len(buf):
+            rest = buf[pos:]
+            self._parts = [rest]
+            self._tail = rest[-2:]
+        else:
+            self._tail = b""
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """The trailing block of a stream that ended without a blank line, if any."""
+        if not self._parts:
+            return []
+        raw = b"".join(self._parts)
+        self._parts = []
+        self._tail = b""
+        return [_parse_block(raw.rstrip(b"\r\n"), raw)]
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for an unfinished block."""
+        return sum(len(p) for p in self._parts)
+
+
+def encode_event(data: bytes | dict[str, Any], event: str | None = None) -> bytes:
+    """One SSE block. Dicts are serialised compactly with orjson, as the real APIs send them."""
+    payload = orjson.dumps(data) if isinstance(data, dict) else data
+    if b"\n" in payload:
+        payload = payload.replace(b"\r\n", b"\n").replace(b"\n", b"\ndata: ")
+    if event is None:
+        return b"data: " + payload + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"
+
+
+DONE_EVENT = b"data: [DONE]\n\n"
