@@ -324,6 +324,7 @@ class Router:
         unhealthy: list[tuple[Candidate, KeyStatus]] = []
         caller = stable_hash(principal_hash)
         self._fill(plan, variant.primary, caller, now, unhealthy)
+        primary_unhealthy = len(unhealthy)
         if variant.fallback:
             if plan.candidates:
                 plan.skipped.extend(variant.fallback_skipped)
@@ -333,7 +334,7 @@ class Router:
                     plan.notes.append(variant.fallback_note)
         if not plan.candidates:
             if unhealthy:
-                self._last_resort(plan, unhealthy)
+                self._last_resort(plan, unhealthy, primary_unhealthy, variant.fallback_note)
             return plan
         if len(plan.candidates) > 1:
             self._apply_affinity(plan, principal_hash, model, now)
@@ -386,19 +387,29 @@ class Router:
         timed.sort()
         plan.candidates.extend(cand for _, _, cand in timed)
 
-    def _last_resort(self, plan: RoutePlan, unhealthy: list[tuple[Candidate, KeyStatus]]) -> None:
+    def _last_resort(
+        self,
+        plan: RoutePlan,
+        unhealthy: list[tuple[Candidate, KeyStatus]],
+        primary_count: int,
+        fallback_note: str,
+    ) -> None:
         # Failing outright is certain; an unhealthy key may have recovered. Prefer keys that are not
-        # flagged (bad credentials rarely fix themselves), then the one that failed longest ago.
-        def staleness(item: tuple[Candidate, KeyStatus]) -> tuple[bool, float]:
-            status = item[1]
+        # flagged (bad credentials rarely fix themselves), then keys of the right cache_1h kind (the
+        # first ``primary_count`` entries), then the one that failed longest ago.
+        def staleness(index: int) -> tuple[bool, bool, float]:
+            status = unhealthy[index][1]
             last = status.last_failure if status.last_failure is not None else float("-inf")
-            return (status.flagged is not None, last)
+            return (status.flagged is not None, index >= primary_count, last)
 
-        chosen = min(unhealthy, key=staleness)[0]
+        index = min(range(len(unhealthy)), key=staleness)
+        chosen = unhealthy[index][0]
         plan.candidates.append(chosen)
         plan.skipped = [s for s in plan.skipped if s.candidate is not chosen]
         plan.last_resort = True
         plan.notes.append(NOTE_LAST_RESORT)
+        if index >= primary_count:
+            plan.notes.append(fallback_note)
 
     def _apply_affinity(self, plan: RoutePlan, principal: int | str, model: str, now: float) -> None:
         key_id = self.affinity.get(principal, model, now)
