@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from types import MappingProxyType
 
 from isthmus.config.schema import SchedulingMode
 from isthmus.errors import NotFoundError
@@ -153,10 +154,9 @@ class RoutingTable:
         self._models: dict[str, _ModelRoutes] = {}
         for entry in models:
             self._models[entry.name] = _ModelRoutes(entry, _expand(entry, keys_by_provider))
-
-    @property
-    def models(self) -> Mapping[str, ModelEntry]:
-        return {name: routes.entry for name, routes in self._models.items()}
+        self.models: Mapping[str, ModelEntry] = MappingProxyType(
+            {name: routes.entry for name, routes in self._models.items()}
+        )
 
     def model(self, name: str) -> ModelEntry | None:
         routes = self._models.get(name)
