@@ -8,15 +8,24 @@ transaction). Writes run inside a SAVEPOINT so a constraint violation becomes a 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, inspect, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    func,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from isthmus.crypto import (
     generate_admin_token,
@@ -67,46 +76,82 @@ class Page(Generic[E]):
 # --- Constraint violations → our errors ----------------------------------------------------------
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: ([\w., ]+)")
-_PG_KEY = re.compile(r"Key \(([^)]*)\)=")
-_SQLITE_NOT_NULL = re.compile(r"NOT NULL constraint failed: [\w]+\.(\w+)")
+_SQLITE_NOT_NULL = re.compile(r"NOT NULL constraint failed: \w+\.(\w+)")
+_SQLITE_CHECK = re.compile(r"CHECK constraint failed: (\w+)")
 _PG_NOT_NULL = re.compile(r'null value in column "(\w+)"')
-_CHECK = re.compile(r"CHECK constraint failed: (\w+)|violates check constraint \"(\w+)\"")
+
+
+def _constraint_columns(name: str) -> list[str]:
+    for table in Base.metadata.tables.values():
+        for constraint in table.constraints:
+            if constraint.name == name and isinstance(constraint, ColumnCollectionConstraint):
+                return [column.name for column in constraint.columns]
+    return []
+
+
+def _classify(exc: IntegrityError) -> tuple[str, list[str], str]:
+    """(kind, columns, constraint) from either driver's error: kind is unique|not_null|check|foreign_key."""
+    orig = exc.orig
+    text = str(orig)
+    # asyncpg: SQLSTATE and the constraint name sit on the driver exception behind the DBAPI adapter.
+    cause = getattr(orig, "__cause__", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(cause, "sqlstate", None)
+    constraint = str(getattr(cause, "constraint_name", None) or "")
+    if sqlstate:
+        if sqlstate == "23505":
+            return "unique", _constraint_columns(constraint), constraint
+        if sqlstate == "23502":
+            column = getattr(cause, "column_name", None) or next(iter(_PG_NOT_NULL.findall(text)), "")
+            return "not_null", [str(column)], constraint
+        if sqlstate == "23514":
+            return "check", [], constraint
+        if sqlstate == "23503":
+            return "foreign_key", _constraint_columns(constraint), constraint
+        return "other", [], constraint
+    if match := _SQLITE_UNIQUE.search(text):
+        return "unique", [p.strip().rsplit(".", 1)[-1] for p in match.group(1).split(",")], ""
+    if match := _SQLITE_NOT_NULL.search(text):
+        return "not_null", [match.group(1)], ""
+    if match := _SQLITE_CHECK.search(text):
+        return "check", [], match.group(1)
+    if "FOREIGN KEY constraint failed" in text:
+        return "foreign_key", [], ""
+    return "other", [], ""
 
 
 def translate_integrity_error(exc: IntegrityError, entity: str) -> Exception:
     """Name the field a constraint protects, never the value (it may be a key hash or a secret)."""
-    text = str(exc.orig)
-    unique = _SQLITE_UNIQUE.search(text)
-    if unique:
-        fields = [part.strip().rsplit(".", 1)[-1] for part in unique.group(1).split(",")]
-    elif "unique constraint" in text or "UniqueViolation" in text:
-        key = _PG_KEY.search(text)
-        fields = [f.strip() for f in key.group(1).split(",")] if key else []
-    else:
-        fields = []
-    if unique or fields:
+    kind, columns, constraint = _classify(exc)
+    if kind == "unique":
         # A composite key's scope (provider_id, model_id) is implied; name what the user chose.
-        named = [f for f in fields if not f.endswith("_id")] or fields
-        field = ", ".join(named) or "name"
+        named = [c for c in columns if not c.endswith("_id")] or columns or ["name"]
+        field = ", ".join(named)
         return ConflictError(f"a {entity} with this {field} already exists", code="duplicate", param=named[0])
-    not_null = _SQLITE_NOT_NULL.search(text) or _PG_NOT_NULL.search(text)
-    if not_null:
-        return InvalidRequestError(f"{entity}: {not_null.group(1)} is required", param=not_null.group(1))
-    check = _CHECK.search(text)
-    if check:
-        name = check.group(1) or check.group(2)
-        return InvalidRequestError(f"{entity}: a value is not allowed ({name})", code="invalid_value")
-    if "FOREIGN KEY" in text or "foreign key" in text:
+    if kind == "not_null":
+        column = columns[0] if columns and columns[0] else "a field"
+        return InvalidRequestError(f"{entity}: {column} is required", param=columns[0] if columns else None)
+    if kind == "check":
+        return InvalidRequestError(f"{entity}: a value is not allowed ({constraint})", code="invalid_value")
+    if kind == "foreign_key":
+        what = f" ({', '.join(columns)})" if columns else ""
         return InvalidRequestError(
-            f"{entity}: it refers to something that does not exist", code="bad_reference"
+            f"{entity}: it refers to something that does not exist{what}", code="bad_reference"
         )
     return ConflictError(f"{entity}: the change conflicts with stored data")
 
 
-async def flush_or_raise(session: AsyncSession, entity: str) -> None:
-    """Flush pending changes in a SAVEPOINT; a constraint violation rolls back only this change."""
+async def flush_or_raise(
+    session: AsyncSession, entity: str, change: Callable[[], object] | None = None
+) -> None:
+    """Apply ``change`` (adds, deletes, attribute sets) and flush it in a SAVEPOINT.
+
+    A constraint violation rolls back only this change and is raised as our error. The change must be
+    made inside the savepoint: opening one first flushes whatever is pending.
+    """
     try:
         async with session.begin_nested():
+            if change is not None:
+                change()
             await session.flush()
     except IntegrityError as exc:
         raise translate_integrity_error(exc, entity) from None
@@ -199,48 +244,47 @@ class Repository(Generic[E]):
             raise NotFoundError(f"no {self.entity} named {name!r}", code="not_found")
         return row
 
-    def _assign(self, row: E, values: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-        changes: dict[str, tuple[Any, Any]] = {}
-        for name, value in values.items():
+    def _check_fields(self, values: Mapping[str, Any]) -> None:
+        for name in values:
             if name == "id" or name not in self.columns:
                 raise InvalidRequestError(f"{self.entity} has no settable field {name!r}", param=name)
-            old = getattr(row, name)
-            if old != value:
-                setattr(row, name, value)
-                changes[name] = (old, value)
-        return changes
 
     async def create(self, session: AsyncSession, **values: Any) -> E:
-        row = self.table()
-        self._assign(row, values)
-        session.add(row)
-        try:
-            await flush_or_raise(session, self.entity)
-        except Exception:
-            # The failed row would otherwise stay in the session and be flushed again later.
-            if row in session:
-                session.expunge(row)
-            raise
+        self._check_fields(values)
+        row = self.table(**values)
+        await flush_or_raise(session, self.entity, lambda: session.add(row))
         return row
 
     async def update(
         self, session: AsyncSession, row_or_id: E | int, **values: Any
     ) -> dict[str, tuple[Any, Any]]:
         """Set fields; return ``{field: (old, new)}`` for those that actually changed."""
+        self._check_fields(values)
         row = await self.get(session, row_or_id) if isinstance(row_or_id, int) else row_or_id
-        changes = self._assign(row, values)
-        if changes:
-            try:
-                await flush_or_raise(session, self.entity)
-            except Exception:
-                await session.refresh(row)
-                raise
+        changes = {k: (getattr(row, k), v) for k, v in values.items() if getattr(row, k) != v}
+        if not changes:
+            return changes
+
+        def assign() -> None:
+            for name, (_old, new) in changes.items():
+                setattr(row, name, new)
+
+        try:
+            await flush_or_raise(session, self.entity, assign)
+        except Exception:
+            # The savepoint rollback expired the row; reload it so it reads as stored.
+            await session.refresh(row)
+            raise
         return changes
 
     async def delete(self, session: AsyncSession, row_or_id: E | int) -> None:
         row = await self.get(session, row_or_id) if isinstance(row_or_id, int) else row_or_id
-        await session.delete(row)
-        await flush_or_raise(session, self.entity)
+        try:
+            async with session.begin_nested():
+                await session.delete(row)
+                await session.flush()
+        except IntegrityError as exc:
+            raise translate_integrity_error(exc, self.entity) from None
 
 
 teams = Repository(Team, "team")
@@ -356,13 +400,7 @@ async def add_price(
     if unknown:
         raise InvalidRequestError(f"unknown price field(s): {', '.join(sorted(unknown))}")
     row = Price(model_id=model_id, effective_from=effective_from or utcnow(), managed_by=managed_by, **rates)
-    session.add(row)
-    try:
-        await flush_or_raise(session, "price")
-    except Exception:
-        if row in session:
-            session.expunge(row)
-        raise
+    await flush_or_raise(session, "price", lambda: session.add(row))
     return row
 
 
@@ -381,10 +419,11 @@ async def get_setting(session: AsyncSession, key: str, default: Any = None) -> A
 async def set_setting(session: AsyncSession, key: str, value: Any) -> None:
     row = await session.scalar(select(Setting).where(Setting.key == key))
     if row is None:
-        session.add(Setting(key=key, value=value))
+        new = Setting(key=key, value=value)
+        await flush_or_raise(session, "setting", lambda: session.add(new))
     elif row.value != value:
         row.value = value
-    await flush_or_raise(session, "setting")
+        await session.flush()
 
 
 # --- Audit -------------------------------------------------------------------------------------------
@@ -490,8 +529,7 @@ async def create_console_session(
     row = ConsoleSession(
         user_id=user_id, token_hash=hash_token(token), csrf_token=csrf_token, expires_at=expires_at
     )
-    session.add(row)
-    await flush_or_raise(session, "session")
+    await flush_or_raise(session, "session", lambda: session.add(row))
     return row
 
 
