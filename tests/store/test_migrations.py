@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -67,3 +68,9 @@ async def test_orm_metadata_matches_migrated_schema(database_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+async def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
+    # Several workers or instances starting together: one migrates, the others find nothing to do.
+    await asyncio.gather(*(upgrade_database(database_url) for _ in range(3)))
+    assert await is_up_to_date(database_url)
