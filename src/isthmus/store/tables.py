@@ -357,19 +357,3 @@ class ConsoleSession(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.current_timestamp())
     expires_at: Mapped[datetime] = mapped_column(index=True)
     last_seen_at: Mapped[datetime | None]
-
-
-ENTITY_TABLES: dict[str, type[Base]] = {
-    "team": Team,
-    "user": User,
-    "gateway_key": GatewayKey,
-    "provider": Provider,
-    "provider_endpoint": ProviderEndpoint,
-    "provider_key": ProviderKey,
-    "model": Model,
-    "route": Route,
-    "price": Price,
-    "setting": Setting,
-    "admin_token": AdminToken,
-    "session": ConsoleSession,
-}
