@@ -199,7 +199,7 @@ class AnthropicStreamInspector:
                 self._content_seen = True
                 return EventClass.CONTENT
         if name == "content_block_start":
-            if _block_has_output(as_mapping(data.get("content_block"))):
+            if self._content_seen or _block_has_output(as_mapping(data.get("content_block"))):
                 self._content_seen = True
                 return EventClass.CONTENT
             return EventClass.META

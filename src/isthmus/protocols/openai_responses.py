@@ -217,9 +217,7 @@ class ResponsesStreamInspector:
                 if isinstance(model, str):
                     self.model = model
             return EventClass.META
-        if name == "response.output_item.added" or (
-            name == "response.output_item.done" and not self._content_seen
-        ):
+        if not self._content_seen and name in ("response.output_item.added", "response.output_item.done"):
             item = as_mapping(self._load(event, parsed).get("item"))
             if name.endswith(".added") and item.get("type") in ("message", "reasoning"):
                 return EventClass.META
