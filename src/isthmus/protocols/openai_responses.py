@@ -46,6 +46,16 @@ _RESPONSE_ERROR_CODES: dict[ErrorKind, str] = {
 }
 
 
+# The ``error`` event's code is free text: say more there (Codex treats "server_is_overloaded" as
+# a retryable overload).
+_ERROR_EVENT_CODES: dict[ErrorKind, str] = {
+    **_RESPONSE_ERROR_CODES,
+    ErrorKind.OVERLOADED: "server_is_overloaded",
+    ErrorKind.UNAVAILABLE: "server_is_overloaded",
+    ErrorKind.TIMEOUT: "timeout",
+}
+
+
 def failed_response(
     err: IsthmusError, *, response_id: str | None = None, model: str | None = None
 ) -> dict[str, Any]:
@@ -81,7 +91,7 @@ def stream_error_event(
     kind = error_kind(err)
     error_event = {
         "type": "error",
-        "code": err.code or _RESPONSE_ERROR_CODES.get(kind, "server_error"),
+        "code": err.code or _ERROR_EVENT_CODES.get(kind, "server_error"),
         "message": err.message,
         "param": err.param,
         "sequence_number": sequence_number,

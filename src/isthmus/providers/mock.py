@@ -290,37 +290,49 @@ def _function_response_text(response: object) -> str:
     return orjson.dumps(response).decode()
 
 
+def _field(obj: Mapping[str, Any], camel: str) -> Any:
+    """A Gemini field by its JSON name or its proto name (the API takes both; google-genai sends
+    some in snake_case, e.g. ``parameters_json_schema``)."""
+    value = obj.get(camel)
+    if value is None:
+        value = obj.get(re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel))
+    return value
+
+
+def _function_response(part: Mapping[str, Any]) -> str | None:
+    response = _field(part, "functionResponse")
+    return None if response is None else _function_response_text(as_mapping(response).get("response"))
+
+
 def _read_gemini(req: MockRequest, body: Mapping[str, Any]) -> None:
-    if isinstance(body.get("generateContentRequest"), Mapping):  # countTokens' wrapped form
-        body = body["generateContentRequest"]
-    config = as_mapping(body.get("generationConfig"))
-    req.max_tokens = _opt_int(config.get("maxOutputTokens"))
+    wrapped = _field(body, "generateContentRequest")  # countTokens' wrapped form
+    if isinstance(wrapped, Mapping):
+        body = wrapped
+    config = as_mapping(_field(body, "generationConfig"))
+    req.max_tokens = _opt_int(_field(config, "maxOutputTokens"))
     for tool in body.get("tools") or ():
-        for decl in as_mapping(tool).get("functionDeclarations") or ():
+        for decl in _field(as_mapping(tool), "functionDeclarations") or ():
             decl = as_mapping(decl)
-            schema = decl.get("parametersJsonSchema") or decl.get("parameters")
+            schema = _field(decl, "parametersJsonSchema") or decl.get("parameters")
             if isinstance(decl.get("name"), str):
                 req.tools.append((decl["name"], as_mapping(schema)))
         req.add_json(tool)
-    system = as_mapping(body.get("systemInstruction"))
+    system = as_mapping(_field(body, "systemInstruction"))
     req.add(_parts_text(system.get("parts")))
     contents = [c for c in body.get("contents") or () if isinstance(c, Mapping)]
     for content in contents:
         for part in content.get("parts") or ():
             part = as_mapping(part)
-            if "functionResponse" in part:
-                req.add(_function_response_text(as_mapping(part["functionResponse"]).get("response")))
-            elif "functionCall" in part:
-                req.add_json(part["functionCall"])
+            result = _function_response(part)
+            if result is not None:
+                req.add(result)
+            elif _field(part, "functionCall") is not None:
+                req.add_json(_field(part, "functionCall"))
             elif isinstance(part.get("text"), str):
                 req.add(part["text"])
     if contents and contents[-1].get("role", "user") == "user":
         parts = [as_mapping(p) for p in contents[-1].get("parts") or ()]
-        results = [
-            _function_response_text(as_mapping(p["functionResponse"]).get("response"))
-            for p in parts
-            if "functionResponse" in p
-        ]
+        results = [r for r in map(_function_response, parts) if r is not None]
         if results:
             req.tool_result = "\n".join(results)
         else:

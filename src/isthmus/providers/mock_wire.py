@@ -22,7 +22,7 @@ from isthmus.errors import IsthmusError
 from isthmus.ir.protocol import Protocol
 from isthmus.protocols import anthropic, gemini, openai_chat, openai_common, openai_responses
 from isthmus.protocols.base import ModelInfo, as_mapping
-from isthmus.protocols.sse import DONE_EVENT, encode_event
+from isthmus.protocols.sse import DONE_EVENT, SSEParser, encode_event
 
 if TYPE_CHECKING:
     from isthmus.providers.mock import MockAnswer, MockKnobs, MockRequest
@@ -580,7 +580,9 @@ async def play(protocol: Protocol, frames: list[Frame], knobs: MockKnobs) -> Asy
         if is_content:
             if knobs.fail == "stream_error":
                 err = IsthmusError("mock stream error: overloaded", status=529)
-                yield stream_error_event(protocol, err, position)
+                parser = SSEParser()  # Responses sends two events: yield each on its own
+                for event in parser.feed(stream_error_event(protocol, err, position)):
+                    yield event.raw
                 return
             if sent == 0:
                 if knobs.ttft:
