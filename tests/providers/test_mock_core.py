@@ -113,6 +113,25 @@ def test_tool_rule() -> None:
     assert tool_arguments('call tool args={"city": "Oslo"}', TOOL_SCHEMA) == {"city": "Oslo"}
 
 
+async def test_only_the_last_text_part_is_echoed_or_scanned_for_tools() -> None:
+    reminder = "<system-reminder>Use the get_weather tool when asked about weather.</system-reminder>"
+    body = {
+        "model": "m",
+        "max_tokens": 50,
+        "tools": [{"name": "get_weather", "input_schema": TOOL_SCHEMA}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": reminder}, {"type": "text", "text": "hello"}],
+            }
+        ],
+    }
+    _, _, chunks = await run(Protocol.ANTHROPIC, body, stream=False)
+    answer = orjson.loads(b"".join(chunks))
+    assert answer["content"] == [{"type": "text", "text": "mock: hello"}]
+    assert answer["usage"]["input_tokens"] > estimate_tokens(reminder)
+
+
 @pytest.mark.parametrize("protocol", list(Protocol))
 async def test_stream_and_body_report_the_same_usage(protocol: Protocol) -> None:
     body = request(protocol, "tell me about the sea and the sky")

@@ -8,7 +8,9 @@ HTTP at the official paths for tests and benchmarks.
 
 What it answers
 ---------------
-- Text: ``"mock: <last user text>"``, streamed one word per delta.
+- Text: ``"mock: <last user text>"``, streamed one word per delta. The last user text is the last
+  non-empty text part of the last user message (earlier parts, such as Claude Code's reminders,
+  count as prompt tokens but are neither echoed nor scanned for tool requests).
 - Tool calls: when the request offers tools and the last user text says ``call tool [NAME]``,
   ``use tool [NAME]``, ``use the tool`` or ``use the NAME tool`` (case-insensitive), it calls tool
   NAME (or the first offered tool when NAME is not given or not offered). Arguments are
@@ -179,6 +181,19 @@ def _parts_text(parts: object, keys: Sequence[str] = ("text",)) -> str:
     return "\n".join(texts)
 
 
+def _last_text(parts: object) -> str:
+    """The last non-empty text part: clients such as Claude Code put reminders in earlier parts and
+    the user's own words last, and only those should be echoed or scanned for tool requests."""
+    if isinstance(parts, str):
+        return parts
+    if isinstance(parts, list):
+        for part in reversed(parts):
+            text = _parts_text([part])
+            if text.strip():
+                return text
+    return ""
+
+
 def _read_openai_chat(req: MockRequest, body: Mapping[str, Any]) -> None:
     req.max_tokens = _opt_int(body.get("max_completion_tokens")) or _opt_int(body.get("max_tokens"))
     for tool in body.get("tools") or ():
@@ -201,7 +216,7 @@ def _read_openai_chat(req: MockRequest, body: Mapping[str, Any]) -> None:
                 results.append(_parts_text(message.get("content")))
             req.tool_result = "\n".join(reversed(results))
         elif last.get("role") == "user":
-            req.last_user_text = _parts_text(last.get("content"))
+            req.last_user_text = _last_text(last.get("content"))
 
 
 def _read_openai_responses(req: MockRequest, body: Mapping[str, Any]) -> None:
@@ -236,7 +251,7 @@ def _read_openai_responses(req: MockRequest, body: Mapping[str, Any]) -> None:
                 results.append(_parts_text(item.get("output")))
             req.tool_result = "\n".join(reversed(results))
         elif last.get("role") == "user":
-            req.last_user_text = _parts_text(last.get("content"))
+            req.last_user_text = _last_text(last.get("content"))
 
 
 def _tool_result_text(block: Mapping[str, Any]) -> str:
@@ -279,7 +294,7 @@ def _read_anthropic(req: MockRequest, body: Mapping[str, Any]) -> None:
         if results:
             req.tool_result = "\n".join(results)
         else:
-            req.last_user_text = _parts_text(content)
+            req.last_user_text = _last_text(content)
 
 
 def _function_response_text(response: object) -> str:
@@ -336,7 +351,7 @@ def _read_gemini(req: MockRequest, body: Mapping[str, Any]) -> None:
         if results:
             req.tool_result = "\n".join(results)
         else:
-            req.last_user_text = _parts_text(parts)
+            req.last_user_text = _last_text(parts)
 
 
 _READERS = {

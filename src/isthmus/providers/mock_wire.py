@@ -429,38 +429,29 @@ def _anthropic_stream(answer: MockAnswer, req: MockRequest, model: str) -> list[
     start_usage = {**body["usage"], "output_tokens": min(1, answer.usage.output_tokens)}
     add("message_start", False, message={**body, "content": [], "stop_reason": None, "usage": start_usage})
     for index, block in enumerate(body["content"]):
-        at = {"index": index}
+
+        def start(content_block: dict[str, Any], content: bool, index: int = index) -> None:
+            add("content_block_start", content, index=index, content_block=content_block)
+            if index == 0:  # the API pings once, right after the first block opens
+                frames.append((encode_event({"type": "ping"}, "ping"), False))
+
+        def delta(delta: dict[str, Any], index: int = index) -> None:
+            add("content_block_delta", True, index=index, delta=delta)
+
         if block["type"] == "thinking":
-            add(
-                "content_block_start",
-                False,
-                content_block={"type": "thinking", "thinking": "", "signature": ""},
-                **at,
-            )
+            start({"type": "thinking", "thinking": "", "signature": ""}, False)
             for piece in answer.reasoning:
-                add("content_block_delta", True, delta={"type": "thinking_delta", "thinking": piece}, **at)
-            add(
-                "content_block_delta",
-                True,
-                delta={"type": "signature_delta", "signature": block["signature"]},
-                **at,
-            )
+                delta({"type": "thinking_delta", "thinking": piece})
+            delta({"type": "signature_delta", "signature": block["signature"]})
         elif block["type"] == "tool_use":
-            add("content_block_start", True, content_block={**block, "input": {}}, **at)
+            start({**block, "input": {}}, True)
             for piece in _split(orjson.dumps(block["input"]).decode()):
-                add(
-                    "content_block_delta",
-                    True,
-                    delta={"type": "input_json_delta", "partial_json": piece},
-                    **at,
-                )
+                delta({"type": "input_json_delta", "partial_json": piece})
         else:
-            add("content_block_start", False, content_block={"type": "text", "text": ""}, **at)
+            start({"type": "text", "text": ""}, False)
             for piece in answer.pieces:
-                add("content_block_delta", True, delta={"type": "text_delta", "text": piece}, **at)
-        add("content_block_stop", False, **at)
-        if index == 0:
-            frames.append((encode_event({"type": "ping"}, "ping"), False))
+                delta({"type": "text_delta", "text": piece})
+        add("content_block_stop", False, index=index)
     usage = body["usage"]
     delta_usage = {
         key: usage[key]
