@@ -107,6 +107,18 @@ def test_rewrite_request(body: bytes, stream: bool, asked: bool, expected: bytes
     assert {k: v for k, v in parsed.items() if k not in ("model", "stream_options")} == others
 
 
+def test_rewrite_request_reserialises_exactly() -> None:
+    body = b'{"model":"a","stream":true,"stream_options":{},"seed":123456789012345678901234567890}'
+    new_body, asked = rewrite_request(body, "b", stream=True)
+    assert not asked
+    assert json.loads(new_body) == {
+        "model": "b",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "seed": 123456789012345678901234567890,
+    }
+
+
 def test_rewrite_request_keeps_client_bytes_when_splicing() -> None:
     body = b'{"model": "a", "stream": true, "temperature": 0.70}'
     new_body, asked = rewrite_request(body, "b", stream=True)

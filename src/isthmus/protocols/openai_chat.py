@@ -9,6 +9,7 @@ one extra chunk with ``"choices":[]`` carries the usage; an error after the stre
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,10 +133,11 @@ def rewrite_request(body: bytes, model: str, *, stream: bool) -> tuple[bytes, bo
         elif not asked:
             new_body = None
     if new_body is None:
-        parsed["model"] = model
+        exact = json.loads(body)  # stdlib: integers beyond 64 bits survive, unlike with orjson
+        exact["model"] = model
         if stream:
-            ensure_include_usage(parsed)
-        new_body = orjson.dumps(parsed)
+            ensure_include_usage(exact)
+        new_body = json.dumps(exact, ensure_ascii=False, separators=(",", ":")).encode()
     return new_body, asked
 
 
