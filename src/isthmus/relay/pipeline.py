@@ -1,0 +1,610 @@
+"""The request pipeline: authenticate → admit → route → attempt loop → relay → record.
+
+Same-protocol calls pass through: the body goes upstream with only ``model`` rewritten and the
+answer comes back byte for byte, while usage is tapped on the way. A streamed answer is committed
+to the client only after its first content event (read-ahead), so empty streams, errors inside a
+200 stream and first-byte timeouts still fail over; after that there is no retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+
+from isthmus.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    IsthmusError,
+    NoCandidateError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamStreamError,
+    UpstreamTimeoutError,
+)
+from isthmus.ir import Operation, Protocol
+from isthmus.protocols.base import EventClass
+from isthmus.protocols.sse import SSEParser
+from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, UpstreamTarget
+from isthmus.providers.errors import http_error
+from isthmus.relay import wire
+from isthmus.relay.asgi import ClientGone, RawHeaders, Receive, Scope, Send, header_map, read_body, send_bytes
+from isthmus.relay.context import Attempt, Outcome, Principal, RequestContext, new_request_id
+from isthmus.relay.doors import Door, list_models_shape
+from isthmus.relay.responses_owners import ResponseOwners
+from isthmus.relay.state import StateHolder
+from isthmus.routing.failover import classify
+from isthmus.routing.model import Candidate, Requirements, passthrough_only
+from isthmus.routing.router import RoutePlan
+
+Recorder = Callable[[RequestContext], None]
+Admission = Callable[[RequestContext, bytes], Awaitable[None]]
+
+# Client headers forwarded upstream: protocol version and feature flags, never credentials.
+_FORWARD_HEADERS = frozenset({"anthropic-version", "anthropic-beta", "openai-beta"})
+_CACHE_1H = re.compile(rb'"ttl"\s*:\s*"1h"')
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_INCOMPLETE_REASONS = frozenset(
+    {"length", "max_tokens", "MAX_TOKENS", "content_filter", "SAFETY", "incomplete", "max_output_tokens"}
+)
+
+
+def extract_api_key(headers: Mapping[str, str], query: str) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    for name in ("x-api-key", "x-goog-api-key"):
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    if query:
+        for part in query.split("&"):
+            if part.startswith("key="):
+                return part[4:] or None
+    return None
+
+
+def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    # x-mock-* knobs only mean something to the mock provider; real upstreams ignore them.
+    return {k: v for k, v in headers.items() if k in _FORWARD_HEADERS or k.startswith("x-mock-")}
+
+
+def _forward_query(query: str) -> str:
+    """The client's query flags minus credentials (``?beta=true`` survives, ``?key=`` does not)."""
+    if not query:
+        return ""
+    return "&".join(p for p in query.split("&") if p and not p.startswith("key="))
+
+
+class Relay:
+    def __init__(
+        self,
+        holder: StateHolder,
+        providers: Mapping[str, Provider],
+        *,
+        max_body_bytes: int,
+        recorder: Recorder,
+        admission: Admission | None = None,
+    ) -> None:
+        self._holder = holder
+        self._providers = providers
+        self._max_body = max_body_bytes
+        self._record = recorder
+        self._admit = admission
+        self.owners = ResponseOwners()
+
+    # --- entry points ----------------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, door: Door) -> None:
+        headers = header_map(scope)
+        ctx = RequestContext(
+            request_id=self._request_id(headers), protocol_in=door.protocol, operation=door.operation
+        )
+        query = scope.get("query_string", b"").decode("latin-1")
+        watcher: asyncio.Task[None] | None = None
+        try:
+            ctx.principal = self._authenticate(headers, query)
+            raw = await read_body(receive, self._max_body)
+            ctx.request_bytes = len(raw)
+            watcher = self._watch_disconnect(receive, ctx)
+            if door.operation in (Operation.RESPONSE_GET, Operation.RESPONSE_DELETE):
+                await self._resource(ctx, door, headers, query, send)
+            else:
+                await self._generate(ctx, door, raw, headers, query, send)
+        except ClientGone:
+            ctx.outcome, ctx.status = Outcome.DISCONNECTED, 499
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not ctx.client_gone or task is None:
+                raise
+            task.uncancel()
+            ctx.outcome = Outcome.DISCONNECTED
+        except IsthmusError as err:
+            await self._send_error(ctx, send, err)
+        finally:
+            ctx.finished = True
+            if watcher is not None:
+                watcher.cancel()
+            self._record(ctx)
+
+    async def list_models(self, scope: Scope, send: Send, path: str, hint: Protocol | None) -> None:
+        headers = header_map(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        shape = list_models_shape(path, headers, query, hint)
+        ctx = RequestContext(
+            request_id=self._request_id(headers), protocol_in=shape, operation=Operation.LIST_MODELS
+        )
+        try:
+            principal = self._authenticate(headers, query)
+            body = wire.encode_model_list(shape, self._holder.current.visible_models(principal))
+            await send_bytes(send, 200, body, self._base_headers(ctx))
+        except IsthmusError as err:
+            await self._send_error(ctx, send, err)
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _request_id(self, headers: Mapping[str, str]) -> str:
+        rid = headers.get("x-request-id")
+        if rid and _REQUEST_ID.match(rid):
+            return rid
+        return new_request_id()
+
+    def _authenticate(self, headers: Mapping[str, str], query: str) -> Principal:
+        secret = extract_api_key(headers, query)
+        if not secret:
+            raise AuthenticationError(
+                "no API key: send it as a Bearer token, x-api-key, x-goog-api-key or ?key="
+            )
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        principal = self._holder.current.principals.get(digest)
+        if principal is None:
+            raise AuthenticationError("invalid API key")
+        if not principal.active:
+            raise AuthenticationError("this API key is paused or revoked")
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            raise AuthenticationError("this API key has expired")
+        return principal
+
+    def _watch_disconnect(self, receive: Receive, ctx: RequestContext) -> asyncio.Task[None]:
+        task = asyncio.current_task()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not ctx.finished and task is not None:
+                        ctx.client_gone = True
+                        task.cancel()
+                    return
+
+        return asyncio.get_running_loop().create_task(watch())
+
+    async def _generate(
+        self, ctx: RequestContext, door: Door, raw: bytes, headers: Mapping[str, str], query: str, send: Send
+    ) -> None:
+        body = _parse_body(raw)
+        model = door.model or body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequestError("the request names no model", param="model")
+        ctx.model = model
+        ctx.stream = door.stream if door.stream is not None else body.get("stream") is True
+        state = self._holder.current
+        principal = ctx.principal
+        assert principal is not None
+        if principal.allowed_models is not None and model not in principal.allowed_models:
+            raise PermissionDeniedError(f"this API key may not use model {model!r}")
+        if model not in state.models:
+            raise NotFoundError(f"model {model!r} does not exist", param="model", code="model_not_found")
+        if self._admit is not None:
+            await self._admit(ctx, raw)
+        requirements = Requirements(
+            client_protocol=door.protocol,
+            needs_context_1m="context-1m" in headers.get("anthropic-beta", ""),
+            needs_cache_1h=_CACHE_1H.search(raw) is not None,
+            can_convert=passthrough_only,
+        )
+        plan = state.router.plan(model, requirements, principal.route_hash, time.monotonic())
+        for skipped in plan.skipped:
+            ctx.attempts.append(_attempt(skipped.candidate, skipped=skipped.reason))
+        if not plan.candidates:
+            reasons = sorted({s.reason for s in plan.skipped}) or ["no routes"]
+            raise NoCandidateError(f"no upstream is available for model {model!r} ({', '.join(reasons)})")
+        await self._attempt_loop(ctx, door, body, raw, headers, query, plan, send, state.max_attempts)
+
+    async def _attempt_loop(
+        self,
+        ctx: RequestContext,
+        door: Door,
+        body: dict[str, Any],
+        raw: bytes,
+        headers: Mapping[str, str],
+        query: str,
+        plan: RoutePlan,
+        send: Send,
+        max_attempts: int,
+    ) -> None:
+        router = self._holder.current.router
+        forward = _forward_headers(headers)
+        fwd_query = _forward_query(query)
+        last: UpstreamError | None = None
+        made = 0
+        for cand in plan.candidates:
+            if made >= max_attempts:
+                ctx.attempts.append(_attempt(cand, skipped="max_attempts"))
+                continue
+            if not router.claim(plan, cand, time.monotonic()):
+                ctx.attempts.append(_attempt(cand, skipped="unavailable (probe in progress or cooling down)"))
+                continue
+            made += 1
+            attempt = _attempt(cand)
+            ctx.attempts.append(attempt)
+            upstream_body, hide_usage = _upstream_body(door, cand, body, raw, ctx.stream)
+            call = UpstreamCall(
+                target=_target(cand),
+                operation=door.operation,
+                body=upstream_body,
+                stream=ctx.stream,
+                headers=forward,
+                query=fwd_query,
+                action=door.action,
+            )
+            try:
+                if ctx.stream:
+                    await self._stream_once(ctx, cand, call, attempt, send, hide_usage)
+                else:
+                    await self._unary_once(ctx, cand, call, attempt, send)
+                    self._succeeded(ctx, cand, attempt)
+                return
+            except UpstreamError as err:
+                attempt.latency_ms = (time.perf_counter() - attempt.started) * 1000
+                attempt.error = err.message
+                attempt.status = err.upstream_status
+                decision = classify(err)
+                router.record_failure(cand, decision, time.monotonic(), err.message)
+                if not decision.fails_over:
+                    await self._send_upstream_error(ctx, send, err, door.protocol == cand.protocol)
+                    return
+                last = err
+            except BaseException:
+                # Cancelled (client gone) or a bug: the candidate's outcome is unknown.
+                router.release(cand)
+                raise
+        if last is None:
+            raise NoCandidateError(f"no upstream is available for model {ctx.model!r}")
+        raise _final_error(last)
+
+    def _succeeded(self, ctx: RequestContext, cand: Candidate, attempt: Attempt) -> None:
+        attempt.latency_ms = (time.perf_counter() - attempt.started) * 1000
+        principal = ctx.principal
+        self._holder.current.router.record_success(
+            cand,
+            principal.route_hash if principal else 0,
+            ctx.model or "",
+            time.monotonic(),
+            attempt.latency_ms,
+        )
+
+    async def _open(self, cand: Candidate, call: UpstreamCall, ctx: RequestContext) -> UpstreamResponse:
+        provider = self._providers[cand.endpoint.provider_type]
+        resp = await provider.send(call)
+        if resp.status >= 400:
+            try:
+                data = await resp.read()
+            finally:
+                await resp.aclose()
+            raise http_error(resp.status, data, resp.headers, cand.endpoint.provider_name)
+        return resp
+
+    async def _unary_once(
+        self, ctx: RequestContext, cand: Candidate, call: UpstreamCall, attempt: Attempt, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        resp = await self._open(cand, call, ctx)
+        try:
+            data = await resp.read()
+        finally:
+            await resp.aclose()
+        ctx.upstream_ms += (time.perf_counter() - started) * 1000
+        attempt.status = resp.status
+        parsed = _loads_or_none(data)
+        if isinstance(parsed, dict):
+            ctx.usage = wire.usage_from_response(cand.protocol, call.operation, parsed)
+            ctx.finish_reason = wire.finish_reason(cand.protocol, parsed)
+            if ctx.finish_reason in _INCOMPLETE_REASONS:
+                ctx.outcome = Outcome.INCOMPLETE
+            if cand.protocol is Protocol.OPENAI_RESPONSES and ctx.principal is not None:
+                rid = parsed.get("id")
+                if isinstance(rid, str):
+                    self.owners.remember(rid, ctx.principal.key_id, call.target)
+        headers = self._base_headers(ctx)
+        ctx.ttft_ms = ctx.elapsed_ms()
+        await send_bytes(send, resp.status, data, headers, _content_type(resp))
+
+    async def _stream_once(
+        self,
+        ctx: RequestContext,
+        cand: Candidate,
+        call: UpstreamCall,
+        attempt: Attempt,
+        send: Send,
+        hide_usage: bool,
+    ) -> None:
+        timeouts = cand.endpoint.timeouts
+        parser = SSEParser()
+        inspector = wire.new_inspector(cand.protocol)
+        pending: list[bytes] = []
+        started = time.perf_counter()
+        resp: UpstreamResponse | None = None
+        try:
+            # Read ahead to the first content event: until then a failure can still fail over.
+            async with asyncio.timeout(timeouts.first_byte):
+                resp = await self._open(cand, call, ctx)
+                attempt.status = resp.status
+                chunks = resp.iter_chunks().__aiter__()
+                committed = False
+                while not committed:
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        raise UpstreamStreamError("upstream stream ended before any content") from None
+                    for event in parser.feed(chunk):
+                        kind = inspector.inspect(event)
+                        if kind is EventClass.ERROR:
+                            raise inspector.error or UpstreamStreamError("error event in upstream stream")
+                        if kind is EventClass.DONE and not committed:
+                            # A stream that finishes without a single content event is empty.
+                            raise UpstreamStreamError("upstream stream finished with no content")
+                        if kind is EventClass.USAGE_ONLY and hide_usage:
+                            continue
+                        self._note_response_id(ctx, cand, call, event.event, event.data)
+                        pending.append(event.raw)
+                        if kind is EventClass.CONTENT:
+                            committed = True
+        except TimeoutError:
+            if resp is not None:
+                await resp.aclose()
+            raise UpstreamTimeoutError(
+                f"upstream {cand.endpoint.provider_name} sent no content within {timeouts.first_byte:g}s",
+                phase="first_byte",
+            ) from None
+        except BaseException:
+            if resp is not None:
+                await resp.aclose()
+            raise
+        ctx.upstream_ms += (time.perf_counter() - started) * 1000
+        # Committed: from here on failures become an error event, never a retry.
+        self._succeeded(ctx, cand, attempt)
+        headers = self._base_headers(ctx)
+        headers.append((b"content-type", _content_type(resp)))
+        headers.append((b"cache-control", b"no-cache"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        ctx.ttft_ms = ctx.elapsed_ms()
+        try:
+            await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+            await self._relay_rest(ctx, chunks, parser, inspector, send, hide_usage)
+        except UpstreamError as err:
+            ctx.outcome, ctx.error = Outcome.CUT, err.message
+            await send({"type": "http.response.body", "body": wire.stream_error_event(ctx.protocol_in, err)})
+        finally:
+            await resp.aclose()
+            ctx.usage = inspector.usage
+            ctx.finish_reason = inspector.finish_reason
+            if ctx.outcome is Outcome.OK and inspector.finish_reason in _INCOMPLETE_REASONS:
+                ctx.outcome = Outcome.INCOMPLETE
+
+    async def _relay_rest(
+        self,
+        ctx: RequestContext,
+        chunks: AsyncIterator[bytes],
+        parser: SSEParser,
+        inspector: wire.StreamInspector,
+        send: Send,
+        hide_usage: bool,
+    ) -> None:
+        """Relay the rest of a committed stream. Chunks go out as they came unless an event must be
+        hidden, in which case whole events are re-joined (the parser keeps any partial tail)."""
+        inspect = inspector.inspect
+        async for chunk in chunks:
+            events = parser.feed(chunk)
+            if hide_usage:
+                out = [e.raw for e in events if inspect(e) is not EventClass.USAGE_ONLY]
+                if out:
+                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                continue
+            for event in events:
+                inspect(event)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        tail = parser.flush()
+        for event in tail:
+            inspect(event)
+        if hide_usage and tail:
+            await send(
+                {"type": "http.response.body", "body": b"".join(e.raw for e in tail), "more_body": True}
+            )
+        if inspector.error is not None:
+            ctx.outcome, ctx.error = Outcome.CUT, inspector.error.message
+        elif not inspector.completed:
+            # The upstream hung up mid-answer: tell the client in its protocol, not by silence.
+            raise UpstreamStreamError("upstream stream ended before its terminal event")
+        ctx.finished = True
+        await send({"type": "http.response.body", "body": b""})
+
+    def _note_response_id(
+        self, ctx: RequestContext, cand: Candidate, call: UpstreamCall, event: str | None, data: bytes
+    ) -> None:
+        if (
+            cand.protocol is not Protocol.OPENAI_RESPONSES
+            or event != "response.created"
+            or ctx.principal is None
+        ):
+            return
+        parsed = _loads_or_none(data)
+        if isinstance(parsed, dict):
+            response = parsed.get("response")
+            if isinstance(response, dict) and isinstance(response.get("id"), str):
+                self.owners.remember(response["id"], ctx.principal.key_id, call.target)
+
+    async def _resource(
+        self, ctx: RequestContext, door: Door, headers: Mapping[str, str], query: str, send: Send
+    ) -> None:
+        """GET/DELETE /v1/responses/{id}: forwarded to the upstream that created the response."""
+        assert ctx.principal is not None and door.resource_id is not None
+        target = self.owners.lookup(door.resource_id, ctx.principal.key_id)
+        if target is None:
+            raise NotFoundError(f"no response with id {door.resource_id!r}", code="not_found")
+        provider = self._providers[target.provider_type]
+        call = UpstreamCall(
+            target=target,
+            operation=door.operation,
+            body=None,
+            stream=False,
+            headers=_forward_headers(headers),
+            query=_forward_query(query),
+            resource_id=door.resource_id,
+            method="GET" if door.operation is Operation.RESPONSE_GET else "DELETE",
+        )
+        resp = await provider.send(call)
+        try:
+            data = await resp.read()
+        finally:
+            await resp.aclose()
+        if door.operation is Operation.RESPONSE_DELETE and resp.status < 300:
+            self.owners.forget(door.resource_id)
+        ctx.status = resp.status
+        await send_bytes(send, resp.status, data, self._base_headers(ctx), _content_type(resp))
+
+    # --- responses -------------------------------------------------------------------------
+
+    def _base_headers(self, ctx: RequestContext) -> RawHeaders:
+        total = ctx.elapsed_ms()
+        gateway = max(0.0, total - ctx.upstream_ms)
+        timing = f"gateway;dur={gateway:.2f}, upstream;dur={ctx.upstream_ms:.2f}"
+        return [(b"x-request-id", ctx.request_id.encode()), (b"server-timing", timing.encode())]
+
+    async def _send_error(self, ctx: RequestContext, send: Send, err: IsthmusError) -> None:
+        ctx.status = err.status
+        ctx.error = err.message
+        if ctx.outcome is Outcome.OK:
+            ctx.outcome = (
+                Outcome.UPSTREAM_ERROR
+                if isinstance(err, UpstreamError | NoCandidateError)
+                else (Outcome.CLIENT_ERROR)
+            )
+        headers = self._base_headers(ctx)
+        headers.extend((k.encode(), v.encode()) for k, v in err.headers.items())
+        await send_bytes(send, err.status, wire.error_body(ctx.protocol_in, err), headers)
+
+    async def _send_upstream_error(
+        self, ctx: RequestContext, send: Send, err: UpstreamError, same_protocol: bool
+    ) -> None:
+        """A 4xx the caller caused: returned as is when the upstream speaks the caller's protocol."""
+        if same_protocol and isinstance(err, UpstreamHTTPError) and err.upstream_status and err.body:
+            ctx.status = err.upstream_status
+            ctx.error = err.message
+            ctx.outcome = Outcome.CLIENT_ERROR
+            await send_bytes(send, err.upstream_status, err.body, self._base_headers(ctx))
+            return
+        status = err.upstream_status if err.upstream_status and 400 <= err.upstream_status < 500 else 502
+        ctx.outcome = Outcome.CLIENT_ERROR
+        await self._send_error(ctx, send, InvalidRequestError(err.message, status=status))
+
+
+def _attempt(cand: Candidate, skipped: str | None = None) -> Attempt:
+    return Attempt(
+        candidate=cand.label,
+        provider_id=cand.endpoint.provider_id,
+        key_id=cand.key.id,
+        upstream_model=cand.upstream_model,
+        protocol=cand.protocol,
+        started=time.perf_counter(),
+        skipped=skipped,
+    )
+
+
+def _target(cand: Candidate) -> UpstreamTarget:
+    endpoint = cand.endpoint
+    return UpstreamTarget(
+        provider_type=endpoint.provider_type,
+        provider_name=endpoint.provider_name,
+        base_url=endpoint.base_urls.get(cand.protocol),
+        secret=cand.key.secret,
+        model=cand.upstream_model,
+        protocol=cand.protocol,
+        headers=endpoint.headers,
+        api_version=endpoint.api_version,
+        connect_timeout=endpoint.timeouts.connect,
+        idle_timeout=endpoint.timeouts.idle,
+        total_timeout=endpoint.timeouts.total,
+    )
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    return body
+
+
+def _loads_or_none(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _upstream_body(
+    door: Door, cand: Candidate, body: dict[str, Any], raw: bytes, stream: bool
+) -> tuple[bytes, bool]:
+    """The passthrough body: only ``model`` changes (Gemini carries it in the URL, so nothing does).
+
+    For a streamed OpenAI chat call usage is always requested; returns whether the extra usage chunk
+    must be hidden from a client that did not ask for it.
+    """
+    if door.protocol is Protocol.GEMINI:
+        return raw, False
+    hide_usage = False
+    changed = body.get("model") != cand.upstream_model
+    if stream and door.protocol is Protocol.OPENAI_CHAT and door.operation is Operation.GENERATE:
+        options = body.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        if not asked:
+            hide_usage = True
+            body = dict(body)
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            changed = True
+    if not changed:
+        return raw, hide_usage
+    if body.get("model") != cand.upstream_model:
+        body = dict(body)
+        body["model"] = cand.upstream_model
+    return orjson.dumps(body), hide_usage
+
+
+def _content_type(resp: UpstreamResponse) -> bytes:
+    return resp.headers.get("content-type", "application/json").encode("latin-1")
+
+
+def _final_error(last: UpstreamError) -> IsthmusError:
+    """One clear error for the client once every candidate failed, naming the last cause."""
+    message = f"all upstream attempts failed; last: {last.message}"
+    status = last.upstream_status
+    if status == 429:
+        return RateLimitedError(message, retry_after=last.retry_after)
+    if isinstance(last, UpstreamTimeoutError):
+        return UpstreamTimeoutError(message, phase=last.phase)
+    if status in (503, 529):
+        return UpstreamError(message, status=503)
+    return UpstreamError(message)

@@ -1,0 +1,44 @@
+"""Running the gateway under uvicorn (uvloop + httptools), with a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from isthmus.config import Settings, load_config
+from isthmus.errors import ConfigError
+from isthmus.logs import configure_logging
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    file_config = load_config(settings.config) if settings.config else None
+    host = settings.host or (file_config.server.host if file_config else "127.0.0.1")
+    port = settings.port or (file_config.server.port if file_config else 8080)
+    workers = settings.workers or (file_config.server.workers if file_config else 1)
+    redis_url = settings.redis_url or (file_config.redis_url if file_config else None)
+    if workers > 1 and not redis_url:
+        raise ConfigError("workers > 1 needs a shared state backend: set ISTHMUS_REDIS_URL (or redis_url)")
+    common = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace),
+        "timeout_keep_alive": 75,
+    }
+    if workers > 1:
+        # Each worker rebuilds the app from the environment; pass the resolved settings along.
+        for name, value in (("ISTHMUS_CONFIG", settings.config), ("ISTHMUS_DATA_DIR", settings.data_dir)):
+            if value is not None:
+                os.environ[name] = str(value)
+        uvicorn.run("isthmus.app:create_app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        return
+    from isthmus.app import create_app
+
+    uvicorn.run(create_app(settings, file_config), **common)  # type: ignore[arg-type]
