@@ -14,6 +14,7 @@ import orjson
 
 from isthmus.errors import ErrorKind, InvalidRequestError, IsthmusError, UpstreamStreamError
 from isthmus.ir.usage import Usage
+from isthmus.protocols.sse import SSEEvent
 
 
 class EventClass(IntEnum):
@@ -40,7 +41,7 @@ class StreamInspector(Protocol):
     model: str | None
     completed: bool
 
-    def inspect(self, event: Any) -> EventClass: ...  # event: isthmus.protocols.sse.SSEEvent
+    def inspect(self, event: SSEEvent) -> EventClass: ...
 
 
 @dataclass(slots=True, frozen=True)
