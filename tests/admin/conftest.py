@@ -6,6 +6,7 @@ The app is mounted the way the gateway mounts it: ``/api`` stripped from the pat
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -67,7 +68,8 @@ async def admin(admin_env: AdminEnv) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
-    """OpenAI at ``/oai/v1``, Anthropic at ``/ant`` and Gemini at ``/gem``; the two latter page by 2."""
+    """OpenAI at ``/oai/v1``, Anthropic at ``/ant`` and Gemini at ``/gem`` (both paging by 2), Azure v1
+    at ``/azv1`` and classic at ``/az``; ``/broken`` answers 500 HTML, ``/slow`` takes 1.5 s."""
     seen: list[dict[str, str]] = []
 
     def record(request: web.Request) -> None:
@@ -107,6 +109,19 @@ async def upstream() -> AsyncIterator[Upstream]:
             body["nextPageToken"] = str(start + 2)
         return web.json_response(body)
 
+    async def azure_models(request: web.Request) -> web.Response:
+        record(request)
+        if request.headers.get("api-key") != UPSTREAM_SECRET:
+            return unauthorized()
+        if request.path.startswith("/az/") and request.query.get("api-version") != "2024-10-21":
+            return web.json_response({"error": {"message": "missing api-version"}}, status=404)
+        return web.json_response({"object": "list", "data": [{"id": i} for i in OPENAI_IDS]})
+
+    async def slow(request: web.Request) -> web.Response:
+        record(request)
+        await asyncio.sleep(1.5)
+        return web.json_response({"data": []})
+
     async def broken(request: web.Request) -> web.Response:
         record(request)
         return web.Response(text="<html>oops</html>", status=500)
@@ -116,6 +131,9 @@ async def upstream() -> AsyncIterator[Upstream]:
     app.router.add_get("/ant/v1/models", anthropic_models)
     app.router.add_get("/gem/v1beta/models", gemini_models)
     app.router.add_get("/broken/models", broken)
+    app.router.add_get("/azv1/models", azure_models)
+    app.router.add_get("/az/openai/models", azure_models)
+    app.router.add_get("/slow/models", slow)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -51,7 +51,7 @@ async def model_outputs(session: AsyncSession, models: Sequence[Model]) -> list[
         .where(Route.model_id.in_(ids))
         .order_by(Route.position, Route.id)
     )
-    for route, provider_name in (await session.execute(route_query)).tuples().all():
+    for route, provider_name in (await session.execute(route_query)).all():
         routes[route.model_id].append((route, provider_name))
     now = utcnow()
     price_query = (

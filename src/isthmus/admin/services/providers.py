@@ -82,7 +82,7 @@ async def load_details(session: AsyncSession, providers: Sequence[Provider]) -> 
         .where(ProviderKey.provider_id.in_(ids))
         .group_by(ProviderKey.provider_id)
     )
-    counts = {pid: int(n) for pid, n in (await session.execute(counts_query)).tuples().all()}
+    counts = {pid: int(n) for pid, n in (await session.execute(counts_query)).all()}
     return {i: ProviderDetails(endpoints[i], counts.get(i, 0)) for i in ids}
 
 
@@ -126,19 +126,24 @@ def _endpoints_snapshot(endpoints: Sequence[EndpointIn | ProviderEndpoint]) -> l
 # --- Providers ----------------------------------------------------------------------------------
 
 
-def _check_endpoints(provider_type: str, endpoints: Sequence[EndpointIn], field: str) -> None:
+def _check_endpoints(provider_type: str, endpoints: Sequence[EndpointIn], *, explicit: bool) -> None:
+    """``explicit``: the caller sent ``endpoints``; otherwise they came from ``base_url``/``protocols``,
+    and errors name those fields."""
     allowed = DEFAULT_PROTOCOLS.get(provider_type, ())
     if not endpoints:
-        raise AdminValidationError("a provider needs at least one protocol endpoint", param=field)
+        raise AdminValidationError(
+            "a provider needs at least one protocol endpoint", param="endpoints" if explicit else "protocols"
+        )
     for index, endpoint in enumerate(endpoints):
         if endpoint.protocol not in allowed:
             raise AdminValidationError(
                 f"a provider of type {provider_type} cannot speak {endpoint.protocol}",
-                param=f"{field}[{index}].protocol",
+                param=f"endpoints[{index}].protocol" if explicit else f"protocols[{index}]",
             )
         if provider_type != "mock" and not endpoint.base_url:
             raise AdminValidationError(
-                f"a provider of type {provider_type} needs a base_url", param=f"{field}[{index}].base_url"
+                f"a provider of type {provider_type} needs a base_url",
+                param=f"endpoints[{index}].base_url" if explicit else "base_url",
             )
 
 
@@ -181,7 +186,7 @@ async def create_provider(
 ) -> Provider:
     require_admin(actor, "create providers")
     endpoints = body.endpoint_list()
-    _check_endpoints(body.type, endpoints, "endpoints" if body.endpoints is not None else "protocols")
+    _check_endpoints(body.type, endpoints, explicit=body.endpoints is not None)
     provider = await repos.providers.create(
         session,
         name=body.name,
@@ -243,14 +248,12 @@ async def _replace_endpoints(
     current = list(await repos.list_endpoints(session, provider.id))
     if body.endpoints is not None:
         wanted = list(body.endpoints)
-        field = "endpoints"
     else:
         old_url = next((e.base_url for e in current if e.base_url), None)
         base_url = body.base_url if body.base_url is not None else old_url
         protocols = body.protocols or [Protocol(e.protocol) for e in current]
         wanted = [EndpointIn(protocol=p, base_url=base_url) for p in protocols]
-        field = "protocols" if body.protocols is not None else "base_url"
-    _check_endpoints(provider.type, wanted, field)
+    _check_endpoints(provider.type, wanted, explicit=body.endpoints is not None)
     before, after = _endpoints_snapshot(current), _endpoints_snapshot(wanted)
     if before == after:
         return
