@@ -172,6 +172,7 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     from isthmus.providers.http import new_client_session
     from isthmus.providers.registry import build_providers
     from isthmus.relay.state import GatewayState, StateHolder, build_state
+    from isthmus.routing.affinity import AffinityCache
     from isthmus.routing.health import MemoryHealth
     from isthmus.store.canary import verify_secret_key
     from isthmus.store.config_sync import apply_file_config
@@ -199,6 +200,7 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
         _announce(f"admin user {created[0]!r} was created with password: {created[1]}")
 
     health = MemoryHealth()
+    affinity = AffinityCache(ttl_s=file_config.cache_affinity_seconds if file_config else 300.0)
     scheduling = file_config.scheduling if file_config else "provider_priority"
     max_attempts = file_config.max_attempts if file_config else 3
     log_detail = file_config.log_detail if file_config else "base"
@@ -211,6 +213,7 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
             rows,
             previous=previous,
             health=health,
+            affinity=affinity,
             scheduling=scheduling,
             max_attempts=max_attempts,
             log_detail=log_detail,

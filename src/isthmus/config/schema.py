@@ -179,6 +179,9 @@ class FileConfig(Strict):
     scheduling: SchedulingMode = "provider_priority"
     log_detail: LogDetail = "base"
     max_attempts: int = Field(3, ge=1, le=20)
+    # How long a gateway key sticks to the upstream key that last served it a model (prompt caches
+    # live per upstream account); 0 turns cache affinity off.
+    cache_affinity_seconds: float = Field(300, ge=0)
     providers: list[ProviderConfig] = []
     models: list[ModelConfig] = []
     teams: list[TeamConfig] = []
@@ -204,9 +207,11 @@ class FileConfig(Strict):
                 if route.provider not in providers:
                     raise ValueError(f"model {model.name!r}: route names unknown provider {route.provider!r}")
                 known = {k.name for k in providers[route.provider].keys}
-                for key in route.keys or ():
-                    if key not in known:
-                        raise ValueError(f"model {model.name!r}: provider {route.provider!r} has no key {key!r}")
+                for key_name in route.keys or ():
+                    if key_name not in known:
+                        raise ValueError(
+                            f"model {model.name!r}: provider {route.provider!r} has no key {key_name!r}"
+                        )
         teams = {t.name for t in self.teams}
         users = {u.username for u in self.users}
         if len(users) != len(self.users):

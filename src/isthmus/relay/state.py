@@ -10,6 +10,7 @@ from isthmus.config.schema import SchedulingMode, Timeouts
 from isthmus.ir import Protocol
 from isthmus.protocols.base import ModelInfo
 from isthmus.relay.context import Principal
+from isthmus.routing.affinity import AffinityCache
 from isthmus.routing.health import HealthBackend
 from isthmus.routing.model import Endpoint, ModelEntry, ProviderKey, Route
 from isthmus.routing.router import Router, RoutingTable
@@ -103,6 +104,7 @@ def build_state(
     *,
     previous: Router | None,
     health: HealthBackend,
+    affinity: AffinityCache,
     scheduling: SchedulingMode,
     max_attempts: int,
     log_detail: str,
@@ -140,7 +142,7 @@ def build_state(
                 )
             )
     table = RoutingTable(entries.values(), keys_by_provider, scheduling)
-    router = previous.with_table(table) if previous is not None else Router(table, health)
+    router = previous.with_table(table) if previous is not None else Router(table, health, affinity)
     return GatewayState(
         principals={h: _principal(k) for h, k in rows.gateway_keys.items()},
         router=router,
