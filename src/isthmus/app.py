@@ -155,18 +155,7 @@ _CONTENT_TYPES = {
 
 async def _start_runtime(settings: Settings, file_config: FileConfig | None, metrics: Metrics) -> Runtime:
     """Open the store, apply the config file, load the snapshot and build the request path."""
-    from isthmus.admin.services import AdminServices
-    from isthmus.admin.services.auth import ensure_first_admin
-
-    try:  # TEMP while the admin API lands
-        from isthmus.admin import create_admin_api  # type: ignore[attr-defined]
-    except ImportError:
-
-        def create_admin_api(services: Any) -> Any:  # type: ignore[misc]
-            async def app(scope: Any, receive: Any, send: Any) -> None:
-                await send_bytes(send, 404, b"{}", [])
-
-            return app
+    from isthmus.admin import AdminServices, create_admin_api, ensure_first_admin
 
     from isthmus.crypto import SecretBox, load_or_create_secret_key
     from isthmus.providers.http import new_client_session
