@@ -156,7 +156,6 @@ _CONTENT_TYPES = {
 async def _start_runtime(settings: Settings, file_config: FileConfig | None, metrics: Metrics) -> Runtime:
     """Open the store, apply the config file, load the snapshot and build the request path."""
     from isthmus.admin import AdminServices, create_admin_api, ensure_first_admin
-
     from isthmus.crypto import SecretBox, load_or_create_secret_key
     from isthmus.providers.http import new_client_session
     from isthmus.providers.registry import build_providers

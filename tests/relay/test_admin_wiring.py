@@ -39,7 +39,9 @@ def test_key_created_paused_and_revoked_through_the_api_applies_immediately(gate
     with pytest.raises(openai.AuthenticationError, match="paused"):
         client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
     assert admin.post(f"/keys/{key_id}/resume").status_code == 200
-    assert client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "y"}]).choices
+    assert client.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "y"}]
+    ).choices
     assert admin.post(f"/keys/{key_id}/revoke").status_code == 200
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])

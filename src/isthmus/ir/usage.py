@@ -23,7 +23,10 @@ class Usage:
     def prompt_tokens(self) -> int:
         """Every prompt token, whatever rate it is billed at."""
         return (
-            self.input_tokens + self.cache_read_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens
+            self.input_tokens
+            + self.cache_read_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
         )
 
     @property
