@@ -357,3 +357,35 @@ class ConsoleSession(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.current_timestamp())
     expires_at: Mapped[datetime] = mapped_column(index=True)
     last_seen_at: Mapped[datetime | None]
+
+
+# --- Responses API state -------------------------------------------------------------------------
+
+RESPONSE_STATUSES = ("completed", "incomplete", "failed", "cancelled", "in_progress", "queued")
+
+
+class StoredResponse(Base):
+    """A Responses API answer the gateway produced itself (the upstream spoke another protocol), kept
+    so ``previous_response_id``, ``GET /v1/responses/{id}`` and its input items work.
+
+    The JSON columns hold Responses wire items as plain JSON (this package knows no protocol):
+    ``input_items`` are this turn's inputs only (earlier turns are reached through
+    ``previous_response_id``), ``response`` is the Response object without ``output``/``usage``.
+    No foreign key to ``gateway_keys``: rows outlive nothing but their ``expires_at``, and a write
+    never waits on the keys table.
+    """
+
+    __tablename__ = "responses"
+    __table_args__ = (_check_in("status", RESPONSE_STATUSES, "status"),)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_id: Mapped[int] = mapped_column(BigId)
+    model: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    previous_response_id: Mapped[str | None] = mapped_column(String(128))
+    input_items: Mapped[list[Any]]
+    output_items: Mapped[list[Any]]
+    usage: Mapped[dict[str, Any] | None]
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.current_timestamp())
+    expires_at: Mapped[datetime] = mapped_column(index=True)
