@@ -157,6 +157,7 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     """Open the store, apply the config file, load the snapshot and build the request path."""
     from isthmus.admin import AdminServices, create_admin_api, ensure_first_admin
     from isthmus.crypto import SecretBox, load_or_create_secret_key
+    from isthmus.invalidation import SnapshotInvalidator
     from isthmus.providers.http import new_client_session
     from isthmus.providers.registry import build_providers
     from isthmus.relay.state import GatewayState, StateHolder, build_state
@@ -210,9 +211,22 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     holder: StateHolder | None = None
     holder = StateHolder(await load())
 
-    async def reload() -> None:
+    async def reload_local() -> None:
         assert holder is not None
         holder.swap(await load())
+
+    redis_url = settings.redis_url or (file_config.redis_url if file_config else None)
+    invalidator: SnapshotInvalidator | None = None
+    if redis_url:
+        invalidator = SnapshotInvalidator(redis_url, reload_local)
+        invalidator.start()
+        closers.append(invalidator.close)
+
+    async def reload() -> None:
+        """After an admin change: rebuild here, then tell the other instances."""
+        await reload_local()
+        if invalidator is not None:
+            await invalidator.announce()
 
     http = new_client_session()
     closers.append(http.close)
