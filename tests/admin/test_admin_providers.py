@@ -279,7 +279,7 @@ async def test_file_managed_providers_are_refused(admin_env: AdminEnv, admin: ht
         assert "config file" in response.json()["error"]["message"]
 
 
-async def test_duplicate_key_names_within_a_provider(admin: httpx.AsyncClient) -> None:
+async def test_provider_keys_crud_filters_and_duplicates(admin: httpx.AsyncClient) -> None:
     provider = await _provider(admin, name="p", type="mock", keys=[{"name": "k", "secret": "s"}])
     other = await _provider(admin, name="q", type="mock")
     again = await admin.post(f"/providers/{provider['id']}/keys", json={"name": "k", "secret": "t"})
@@ -296,3 +296,21 @@ async def test_duplicate_key_names_within_a_provider(admin: httpx.AsyncClient) -
     )
     assert inline.status_code == 409 and inline.json()["error"]["field"] == "keys[1].name"
     assert (await admin.get("/providers", params={"name": "r"})).json()["total"] == 0
+
+    pid = provider["id"]
+    for i in range(4):
+        body = {"name": f"extra-{i}", "secret": f"sk-extra-{i}", "enabled": i % 2 == 0, "weight": i + 1}
+        assert (await admin.post(f"/providers/{pid}/keys", json=body)).status_code == 201
+    enabled = await admin.get(f"/providers/{pid}/keys", params={"enabled": "false"})
+    assert [k["name"] for k in enabled.json()["items"]] == ["extra-1", "extra-3"]
+    paged = await admin.get(f"/providers/{pid}/keys", params={"name": "extra", "limit": 3, "offset": 3})
+    assert paged.json()["total"] == 4 and [k["name"] for k in paged.json()["items"]] == ["extra-3"]
+    key_id = paged.json()["items"][0]["id"]
+    patched = await admin.patch(f"/providers/{pid}/keys/{key_id}", json={"enabled": True, "weight": 0.5})
+    assert patched.json()["enabled"] is True and patched.json()["weight"] == 0.5
+    bad_weight = await admin.patch(f"/providers/{pid}/keys/{key_id}", json={"weight": 0})
+    assert bad_weight.status_code == 422 and bad_weight.json()["error"]["field"] == "weight"
+    assert (await admin.get(f"/providers/{other['id']}/keys/{key_id}")).status_code == 404
+    assert (await admin.delete(f"/providers/{pid}/keys/{key_id}")).status_code == 204
+    assert (await admin.get(f"/providers/{pid}/keys/{key_id}")).status_code == 404
+    assert (await admin.get(f"/providers/{pid}")).json()["key_count"] == 4

@@ -102,7 +102,13 @@ async def test_user_passwords_are_hashed_and_never_returned(
     assert (await member.get("/auth/me")).status_code == 401
     await admin_env.login("erin", "fresh-password-2")
 
-    members = await admin.get("/users", params={"role": "member"})
+    for i in range(3):
+        await admin_env.create_user(admin, f"extra-{i}", disabled=i == 1)
+    page = await admin.get("/users", params={"name": "extra", "limit": 2, "offset": 2})
+    assert page.json()["total"] == 3 and [u["username"] for u in page.json()["items"]] == ["extra-2"]
+    disabled = await admin.get("/users", params={"disabled": "true"})
+    assert [u["username"] for u in disabled.json()["items"]] == ["extra-1"]
+    members = await admin.get("/users", params={"role": "member", "name": "erin"})
     admins = await admin.get("/users", params={"role": "admin"})
     assert [u["username"] for u in members.json()["items"]] == ["erin"]
     assert [u["username"] for u in admins.json()["items"]] == [ADMIN_USERNAME]

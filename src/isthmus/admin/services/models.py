@@ -140,9 +140,14 @@ async def _resolve_routes(session: AsyncSession, routes: Sequence[RouteIn]) -> l
         provider: Provider | None
         if route.provider_id is not None:
             provider = await session.get(Provider, route.provider_id)
-            if provider is None or (route.provider is not None and provider.name != route.provider):
+            if provider is None:
                 raise AdminValidationError(
                     f"no provider with id {route.provider_id}", param=f"{field}.provider_id"
+                )
+            if route.provider is not None and provider.name != route.provider:
+                raise AdminValidationError(
+                    f"provider {route.provider_id} is named {provider.name!r}, not {route.provider!r}",
+                    param=f"{field}.provider",
                 )
         elif route.provider is not None:
             provider = await repos.providers.find_by_name(session, route.provider)
