@@ -142,14 +142,16 @@ def splice_json_model(body: bytes, old: str, new: str) -> bytes | None:
     return body[:i] + orjson.dumps(new) + body[i + len(old_bytes) :]
 
 
-def rewrite_json_model(body: bytes, new_model: str) -> bytes:
+def rewrite_json_model(body: bytes, new_model: str, parsed: Mapping[str, Any] | None = None) -> bytes:
     """Set the top-level ``"model"`` of a JSON object body, keeping every other field.
 
     The common case splices the new name into the original bytes, so unknown fields, key order,
     number spellings and formatting survive exactly; otherwise the body is re-serialised with the
     stdlib json module (exact for big integers, unlike orjson which turns them into floats).
+    ``parsed`` is the body already parsed by the caller, to save a second parse.
     """
-    parsed = parse_json_object(body)
+    if parsed is None:
+        parsed = parse_json_object(body)
     old = parsed.get("model")
     if isinstance(old, str):
         if old == new_model:

@@ -109,13 +109,17 @@ def ensure_include_usage(body: dict[str, Any]) -> bool:
 _INCLUDE_USAGE = b',"stream_options":{"include_usage":true}'
 
 
-def rewrite_request(body: bytes, model: str, *, stream: bool) -> tuple[bytes, bool]:
+def rewrite_request(
+    body: bytes, model: str, *, stream: bool, parsed: Mapping[str, Any] | None = None
+) -> tuple[bytes, bool]:
     """Passthrough rewrite of a request body: set ``model`` and, for streams, ask for usage.
 
     Returns ``(new_body, client_asked_for_usage)``. When the body has no ``stream_options`` the
     addition is spliced in before the closing brace, keeping the client's bytes otherwise intact.
+    ``parsed`` is the body already parsed by the caller, to save a second parse.
     """
-    parsed = parse_json_object(body)
+    if parsed is None:
+        parsed = parse_json_object(body)
     old = parsed.get("model")
     new_body: bytes | None = body if old == model else None
     if new_body is None and isinstance(old, str):

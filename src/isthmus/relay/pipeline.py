@@ -31,7 +31,8 @@ from isthmus.errors import (
     UpstreamTimeoutError,
 )
 from isthmus.ir import Operation, Protocol
-from isthmus.protocols.base import EventClass
+from isthmus.protocols import openai_chat
+from isthmus.protocols.base import EventClass, parse_json_object, rewrite_json_model
 from isthmus.protocols.sse import SSEParser
 from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, UpstreamTarget
 from isthmus.providers.errors import http_error
@@ -192,7 +193,7 @@ class Relay:
     async def _generate(
         self, ctx: RequestContext, door: Door, raw: bytes, headers: Mapping[str, str], query: str, send: Send
     ) -> None:
-        body = _parse_body(raw)
+        body = parse_json_object(raw)
         model = door.model or body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequestError("the request names no model", param="model")
@@ -548,16 +549,6 @@ def _target(cand: Candidate) -> UpstreamTarget:
     )
 
 
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("the request body must be a JSON object")
-    return body
-
-
 def _loads_or_none(data: bytes) -> Any:
     try:
         return orjson.loads(data)
@@ -575,22 +566,10 @@ def _upstream_body(
     """
     if door.protocol is Protocol.GEMINI:
         return raw, False
-    hide_usage = False
-    changed = body.get("model") != cand.upstream_model
-    if stream and door.protocol is Protocol.OPENAI_CHAT and door.operation is Operation.GENERATE:
-        options = body.get("stream_options")
-        asked = isinstance(options, dict) and options.get("include_usage") is True
-        if not asked:
-            hide_usage = True
-            body = dict(body)
-            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-            changed = True
-    if not changed:
-        return raw, hide_usage
-    if body.get("model") != cand.upstream_model:
-        body = dict(body)
-        body["model"] = cand.upstream_model
-    return orjson.dumps(body), hide_usage
+    if door.protocol is Protocol.OPENAI_CHAT and door.operation is Operation.GENERATE:
+        new_body, asked = openai_chat.rewrite_request(raw, cand.upstream_model, stream=stream, parsed=body)
+        return new_body, not asked
+    return rewrite_json_model(raw, cand.upstream_model, body), False
 
 
 def _content_type(resp: UpstreamResponse) -> bytes:
