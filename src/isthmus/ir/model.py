@@ -215,6 +215,9 @@ class FunctionTool:
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
     cache_control: CacheControl | None = None
+    # Per protocol, raw fields of the tool object the IR has no field for (Anthropic
+    # ``defer_loading``, ``input_examples``, ...); written back only by that protocol's encoder.
+    extensions: dict[Protocol, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -275,6 +278,9 @@ class ReasoningMode(StrEnum):
     DISABLED = "disabled"  # Anthropic thinking disabled, OpenAI effort "none", Gemini budget 0
     ENABLED = "enabled"  # on, with ``budget_tokens`` and/or ``effort``
     ADAPTIVE = "adaptive"  # the model decides how much (Anthropic adaptive, Gemini budget -1)
+    # The caller set only an effort and left thinking itself unsaid (Anthropic ``output_config.effort``
+    # without ``thinking``): the upstream's default thinking behaviour applies.
+    DEFAULT = "default"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -94,15 +94,16 @@ _MAGIC_B64 = base64.b64encode(_MAGIC[:6]).decode()  # every sealed value starts 
 
 @dataclass(slots=True, frozen=True)
 class Sealed:
-    """What an envelope held. ``attach_to_next`` is set for a Gemini ``thoughtSignature`` that sat
-    on a text or function-call part: the decoder puts ``part.signature`` back on the next such part
-    instead of emitting ``part``."""
+    """What an envelope held. ``attach`` is set for a Gemini ``thoughtSignature`` that sat on a text
+    or function-call part: ``"next"`` or ``"previous"`` says which neighbouring text/tool-call part of
+    the same message gets ``part.signature`` back as its ``thought_signature`` (the decoder emits no
+    part for the envelope itself). None for a reasoning part that stands on its own."""
 
     part: ReasoningPart
-    attach_to_next: bool = False
+    attach: str | None = None
 
 
-def seal(part: ReasoningPart, *, attach_to_next: bool = False) -> str:
+def seal(part: ReasoningPart, *, attach: str | None = None) -> str:
     payload: dict[str, Any] = {"o": str(part.origin)}
     if isinstance(part, ThinkingPart):
         # The text travels in the carrier's own text field; only the signature is sealed.
@@ -117,8 +118,8 @@ def seal(part: ReasoningPart, *, attach_to_next: bool = False) -> str:
         payload["e"] = part.encrypted_content
         payload["sm"] = part.summary
         payload["c"] = part.content
-    if attach_to_next:
-        payload["n"] = True
+    if attach is not None:
+        payload["a"] = attach
     return base64.b64encode(_MAGIC + orjson.dumps(payload)).decode()
 
 
@@ -161,4 +162,5 @@ def unseal(value: str, *, text: str = "") -> Sealed | None:
             return None
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
         return None
-    return Sealed(part=part, attach_to_next=payload.get("n") is True)
+    attach = payload.get("a")
+    return Sealed(part=part, attach=attach if attach in ("next", "previous") else None)
