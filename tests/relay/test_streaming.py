@@ -1,0 +1,131 @@
+"""Streams go through the gateway as they are produced, and a client that leaves stops the upstream."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from servers import ServerThread
+
+from .conftest import GATEWAY_KEY, GatewayFactory
+from .upstreams import TrickleUpstream
+
+# (path, body, terminal marker) per protocol; the user text is echoed as "mock: zebra …".
+_STREAMS: dict[str, tuple[str, dict[str, Any], bytes]] = {
+    "openai-chat": (
+        "/v1/chat/completions",
+        {"model": "gpt-test", "messages": [{"role": "user", "content": "zebra"}], "stream": True},
+        b"data: [DONE]",
+    ),
+    "openai-responses": (
+        "/v1/responses",
+        {"model": "gpt-test", "input": "zebra", "stream": True},
+        b"event: response.completed",
+    ),
+    "anthropic": (
+        "/v1/messages",
+        {
+            "model": "claude-test",
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "zebra"}],
+            "stream": True,
+        },
+        b"event: message_stop",
+    ),
+    "gemini": (
+        "/v1beta/models/gemini-test:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "zebra"}]}]},
+        b'"finishReason"',
+    ),
+    "in-process-mock": (
+        "/v1/chat/completions",
+        {"model": "inproc-test", "messages": [{"role": "user", "content": "zebra"}], "stream": True},
+        b"data: [DONE]",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(_STREAMS))
+def test_stream_is_relayed_as_it_is_produced(kind: str, gateway: ServerThread) -> None:
+    path, body, terminal = _STREAMS[kind]
+    # 15 deltas at 5 per second: the upstream needs ~2.8 s to finish.
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "x-mock-tps": "5", "x-mock-tokens": "15"}
+    arrivals: list[tuple[float, bytes]] = []
+    started = time.monotonic()
+    with httpx.stream("POST", gateway.url + path, json=body, headers=headers, timeout=30) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for chunk in resp.iter_raw():
+            arrivals.append((time.monotonic() - started, chunk))
+    content_times = [t for t, chunk in arrivals if b"mock:" in chunk]
+    everything = b"".join(chunk for _, chunk in arrivals)
+    # "mock:" and "zebra" alternate over the 15 words: 8 paced deltas carry "mock:".
+    assert len(content_times) >= 8
+    assert terminal in everything
+    assert content_times[0] < 1.0, f"first content after {content_times[0]:.2f}s: the stream was held back"
+    assert arrivals[-1][0] > 2.0, "the upstream paces 15 deltas over ~2.8s; the stream ended too early"
+    # The deltas arrive spread over the stream, not in one burst at the end.
+    assert content_times[-1] - content_times[0] > 2.0
+
+
+_TRICKLE_CONFIG = """
+providers:
+  - name: slow
+    type: openai
+    base_url: {url}/v1
+    keys: [{{name: k, secret: slow-secret}}]
+models:
+  - name: slow
+    routes: [{{provider: slow, model: slow-upstream}}]
+keys:
+  - {{name: t, secret: {key}}}
+"""
+
+
+def _chat_request(gw: ServerThread) -> tuple[str, dict[str, Any], dict[str, str]]:
+    body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    return f"{gw.url}/v1/chat/completions", body, {"authorization": f"Bearer {GATEWAY_KEY}"}
+
+
+def _wait_for_disconnect(upstream: TrickleUpstream, limit: float) -> float | None:
+    deadline = time.monotonic() + limit
+    while upstream.disconnected_at is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return upstream.disconnected_at
+
+
+def test_client_disconnect_mid_stream_cancels_upstream(make_gateway: GatewayFactory) -> None:
+    upstream = TrickleUpstream(count=100, interval=0.1)  # a 10 s stream unless cut
+    with upstream.server() as server:
+        gw = make_gateway(_TRICKLE_CONFIG.format(url=server.url, key=GATEWAY_KEY))
+        url, body, headers = _chat_request(gw)
+        with httpx.Client(timeout=30) as client:
+            with client.stream("POST", url, json=body, headers=headers) as resp:
+                assert resp.status_code == 200
+                for chunk in resp.iter_raw():
+                    if b'"content"' in chunk:
+                        break
+            left_at = time.monotonic()  # leaving the block closed the unfinished connection
+        gone = _wait_for_disconnect(upstream, 3.0)
+        assert gone is not None, "the upstream never saw the gateway hang up"
+        assert gone - left_at < 2.0
+        assert not upstream.completed and upstream.chunks_sent < 40
+
+
+def test_client_disconnect_during_read_ahead_cancels_upstream(make_gateway: GatewayFactory) -> None:
+    # The upstream opens the stream at once but holds back content: the gateway is still reading
+    # ahead (nothing committed to the client) when the client gives up.
+    upstream = TrickleUpstream(count=5, interval=0.1, first_delay=10.0)
+    with upstream.server() as server:
+        gw = make_gateway(_TRICKLE_CONFIG.format(url=server.url, key=GATEWAY_KEY))
+        url, body, headers = _chat_request(gw)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, json=body, headers=headers, timeout=httpx.Timeout(30, read=0.5))
+        left_at = time.monotonic()
+        gone = _wait_for_disconnect(upstream, 3.0)
+        assert gone is not None, "the upstream never saw the gateway hang up"
+        assert gone - left_at < 2.0
+        assert upstream.chunks_sent == 0
