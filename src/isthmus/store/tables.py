@@ -389,3 +389,8 @@ class StoredResponse(Base):
     response: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.current_timestamp())
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# The usage history tables (their own module) share this metadata, so Alembic and the schema tests
+# see one schema whichever module is imported first.
+from isthmus.store import usage_tables as _usage_tables  # noqa: E402, F401
