@@ -216,17 +216,14 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
         holder.swap(await load())
 
     redis_url = settings.redis_url or (file_config.redis_url if file_config else None)
-    invalidator: SnapshotInvalidator | None = None
-    if redis_url:
-        invalidator = SnapshotInvalidator(redis_url, reload_local)
-        invalidator.start()
-        closers.append(invalidator.close)
+    invalidator = SnapshotInvalidator(redis_url, reload_local)
+    invalidator.start()
+    closers.append(invalidator.close)
 
     async def reload() -> None:
         """After an admin change: rebuild here, then tell the other instances."""
         await reload_local()
-        if invalidator is not None:
-            await invalidator.announce()
+        await invalidator.announce()
 
     http = new_client_session()
     closers.append(http.close)

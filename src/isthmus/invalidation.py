@@ -2,7 +2,8 @@
 
 Every instance reloads its own in-memory snapshot from the database; the message carries no data, only
 the sender's id (so an instance ignores its own announcements). A lost message is harmless: a periodic
-reload (``interval``) catches anything missed while the subscription was down.
+reload (``interval``) catches anything missed while the subscription was down. Without Redis only the
+periodic reload runs, which is how changes made by the CLI (another process) reach a running gateway.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ CHANNEL = "isthmus:snapshot"
 
 class SnapshotInvalidator:
     def __init__(
-        self, redis_url: str, reload: Callable[[], Awaitable[None]], *, interval: float = 60.0
+        self, redis_url: str | None, reload: Callable[[], Awaitable[None]], *, interval: float = 30.0
     ) -> None:
-        self._redis = aioredis.from_url(redis_url)
+        self._redis = aioredis.from_url(redis_url) if redis_url else None
         self._reload = reload
         self._interval = interval
         self._instance = os.urandom(8).hex()
@@ -32,15 +33,27 @@ class SnapshotInvalidator:
 
     async def announce(self) -> None:
         """Tell the other instances to reload (after this one has reloaded itself)."""
+        if self._redis is None:
+            return
         try:
             await self._redis.publish(CHANNEL, self._instance)
         except Exception as exc:  # the periodic reload will catch up
             log.warning("could not announce a snapshot change: %s", exc)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._listen())
+        listen = self._listen() if self._redis is not None else self._poll()
+        self._task = asyncio.get_running_loop().create_task(listen)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._reload()
+            except Exception as exc:
+                log.warning("periodic snapshot reload failed: %s", exc)
 
     async def _listen(self) -> None:
+        assert self._redis is not None
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
@@ -67,4 +80,5 @@ class SnapshotInvalidator:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._redis.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
