@@ -103,12 +103,16 @@ class Sealed:
     attach: str | None = None
 
 
-def seal(part: ReasoningPart, *, attach: str | None = None) -> str:
+def seal(part: ReasoningPart, *, attach: str | None = None, with_text: bool = False) -> str:
+    """``with_text`` seals a ThinkingPart's text too, for carriers whose own text does not come back
+    (a Gemini client keeps ``thoughtSignature`` on its function calls but may drop thought parts)."""
     payload: dict[str, Any] = {"o": str(part.origin)}
     if isinstance(part, ThinkingPart):
-        # The text travels in the carrier's own text field; only the signature is sealed.
+        # The text normally travels in the carrier's own text field; only the signature is sealed.
         payload["t"] = "thinking"
         payload["s"] = part.signature
+        if with_text:
+            payload["x"] = part.text
     elif isinstance(part, RedactedThinkingPart):
         payload["t"] = "redacted"
         payload["d"] = part.data
@@ -128,8 +132,9 @@ def is_sealed(value: str) -> bool:
 
 
 def unseal(value: str, *, text: str = "") -> Sealed | None:
-    """Open an envelope; ``text`` is the carrier's reasoning text (restored into a ThinkingPart).
-    None when ``value`` is not an envelope (a genuine signature of the carrier's own protocol)."""
+    """Open an envelope; ``text`` is the carrier's reasoning text (restored into a ThinkingPart unless
+    the envelope sealed its own, see ``seal(with_text=True)``). None when ``value`` is not an envelope
+    (a genuine signature of the carrier's own protocol)."""
     if not is_sealed(value):
         return None
     try:
@@ -145,8 +150,11 @@ def unseal(value: str, *, text: str = "") -> Sealed | None:
         part: ReasoningPart
         if kind == "thinking":
             signature = payload.get("s")
+            sealed_text = payload.get("x")
             part = ThinkingPart(
-                text=text, signature=signature if isinstance(signature, str) else None, origin=origin
+                text=sealed_text if isinstance(sealed_text, str) else text,
+                signature=signature if isinstance(signature, str) else None,
+                origin=origin,
             )
         elif kind == "redacted":
             part = RedactedThinkingPart(data=str(payload["d"]), origin=origin)
