@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
 
@@ -11,8 +14,17 @@ from isthmus.errors import ConfigError
 from isthmus.logs import configure_logging
 
 
+def _exit_zero(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler and raises the
+    # signal again; with the default handler that kills the process (status -15) after a clean stop,
+    # which service managers report as a failure. This handler makes that re-raise (and a SIGTERM
+    # before uvicorn starts listening) a normal exit.
+    signal.signal(signal.SIGTERM, _exit_zero)
     file_config = load_config(settings.config) if settings.config else None
     host = settings.host or (file_config.server.host if file_config else "127.0.0.1")
     port = settings.port or (file_config.server.port if file_config else 8080)
