@@ -12,7 +12,7 @@ from isthmus.protocols.sse import SSEParser
 from servers import ServerThread
 
 from .conftest import GATEWAY_KEY, GatewayFactory
-from .upstreams import CompressedUpstream, RecordingUpstream
+from .upstreams import CompressedUpstream, ErrorUpstream, RecordingUpstream
 
 API_VERSION = "2024-10-21"
 
@@ -208,3 +208,41 @@ def test_compressed_stream_is_decoded(
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "mock: squeeze this text"
     assert all(c.get("usage") is None for c in chunks)  # the usage chunk the client did not ask for
+
+
+# --- provider keys echoed back in upstream errors -------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "status"), [("refused", 502), ("invalid", 400)])
+@pytest.mark.parametrize("stream", [False, True])
+def test_provider_key_echoed_by_upstream_error_never_reaches_the_client(
+    model: str, status: int, stream: bool, make_gateway: GatewayFactory
+) -> None:
+    provider_secret = "echoed-provider-secret-0123456789"
+    upstream = ErrorUpstream()
+    with upstream.server() as server:
+        gw = make_gateway(
+            f"""
+providers:
+  - name: echoing
+    type: openai
+    base_url: {server.url}/v1
+    keys: [{{name: k, secret: {provider_secret}}}]
+models:
+  - name: refused
+    routes: [{{provider: echoing, model: status-401}}]
+  - name: invalid
+    routes: [{{provider: echoing, model: status-400}}]
+keys:
+  - {{name: t, secret: {GATEWAY_KEY}}}
+"""
+        )
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        resp = httpx.post(
+            f"{gw.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {GATEWAY_KEY}"}
+        )
+    assert upstream.requests[0].headers["authorization"] == f"Bearer {provider_secret}"
+    assert resp.status_code == status
+    message = resp.json()["error"]["message"]
+    assert "Incorrect API key provided" in message  # the upstream's message still tells what failed
+    assert provider_secret not in resp.text

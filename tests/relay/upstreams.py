@@ -206,20 +206,20 @@ class TrickleUpstream(Upstream):
 
 
 class BigStreamUpstream(Upstream):
-    """A Chat Completions stream of ``total_bytes`` generated lazily, ``event_bytes`` per event,
-    so the upstream itself holds no more than one event at a time."""
+    """A Chat Completions stream generated lazily, ``event_bytes`` per event, so the upstream itself
+    holds one event at a time. Its size in bytes is the request's upstream model name."""
 
-    def __init__(self, total_bytes: int, event_bytes: int = 4096) -> None:
+    def __init__(self, event_bytes: int = 4096) -> None:
         super().__init__()
-        self.total_bytes = total_bytes
         self.event_bytes = event_bytes
 
     async def respond(self, seen: Seen, receive: Any, send: Any) -> None:
+        total_bytes = int(seen.json()["model"])
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         overhead = len(chat_chunk(""))
         sent = 0
         n = 0
-        while sent < self.total_bytes:
+        while sent < total_bytes:
             # Varied text, so nothing along the way can get away with sharing one buffer.
             text = (f"{n:08d}" * (self.event_bytes // 8))[: self.event_bytes - overhead]
             event = chat_chunk(text)
@@ -291,3 +291,13 @@ async def _paced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         yield chunk
         await asyncio.sleep(0.005)
+
+
+class ErrorUpstream(Upstream):
+    """Answers every call with the HTTP status named by the request's upstream model
+    (``status-401``), echoing the credential it was sent the way some vendors' error messages do."""
+
+    async def respond(self, seen: Seen, receive: Any, send: Any) -> None:
+        status = int(seen.json()["model"].removeprefix("status-"))
+        presented = seen.headers.get("authorization", "").removeprefix("Bearer ")
+        await send_whole(send, status, openai_error(status, f"Incorrect API key provided: {presented}"))

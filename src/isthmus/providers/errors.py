@@ -52,7 +52,21 @@ def upstream_message(body: bytes) -> str:
     return body[:_MAX_MESSAGE].decode("utf-8", "replace").strip()
 
 
-def http_error(status: int, body: bytes, headers: Mapping[str, str], provider: str) -> UpstreamHTTPError:
+def redact_secret(body: bytes, secret: str | None) -> bytes:
+    """``body`` with the provider key the call used masked. Some vendors echo the key they were
+    sent in their error messages, and the gateway's callers must never learn a provider credential.
+    Implausibly short secrets are left alone rather than mangling every match in the body."""
+    if not secret or len(secret) < 8:
+        return body
+    return body.replace(secret.encode(), b"[redacted]")
+
+
+def http_error(
+    status: int, body: bytes, headers: Mapping[str, str], provider: str, secret: str | None = None
+) -> UpstreamHTTPError:
+    """The error for a non-2xx upstream answer; ``secret`` (the key the call used) is masked in
+    both the message and the body that may be passed through."""
+    body = redact_secret(body, secret)
     message = upstream_message(body) or f"HTTP {status}"
     # The caller sees 502 unless the upstream status itself is what they need (kept by the relay
     # when the error is returned as is).

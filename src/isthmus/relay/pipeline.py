@@ -35,7 +35,7 @@ from isthmus.protocols import openai_chat
 from isthmus.protocols.base import EventClass, parse_json_object, rewrite_json_model
 from isthmus.protocols.sse import SSEParser
 from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, UpstreamTarget
-from isthmus.providers.errors import http_error
+from isthmus.providers.errors import http_error, redact_secret
 from isthmus.relay import wire
 from isthmus.relay.asgi import ClientGone, RawHeaders, Receive, Scope, Send, header_map, read_body, send_bytes
 from isthmus.relay.context import Attempt, Outcome, Principal, RequestContext, new_request_id
@@ -303,7 +303,7 @@ class Relay:
                 data = await resp.read()
             finally:
                 await resp.aclose()
-            raise http_error(resp.status, data, resp.headers, cand.endpoint.provider_name)
+            raise http_error(resp.status, data, resp.headers, cand.endpoint.provider_name, cand.key.secret)
         return resp
 
     async def _unary_once(
@@ -479,6 +479,8 @@ class Relay:
             data = await resp.read()
         finally:
             await resp.aclose()
+        if resp.status >= 400:
+            data = redact_secret(data, target.secret)
         if door.operation is Operation.RESPONSE_DELETE and resp.status < 300:
             self.owners.forget(door.resource_id)
         ctx.status = resp.status
