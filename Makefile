@@ -51,3 +51,30 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .pytest_cache .ruff_cache
+
+# Benchmark (bench/README.md). `make bench` is the one command; BENCH_ARGS=--quick for a short run.
+.PHONY: bench-smoke bench-deps bench-litellm
+BENCH_ARGS ?=
+LITELLM_VENV := bench/.venvs/litellm
+
+# nginx (fake upstream and reverse-proxy peer) and wrk (the load) from the system packages.
+bench-deps:
+	@if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then \
+	  echo "installing nginx and wrk from the system packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx wrk >/dev/null; \
+	fi
+
+# One-time: the LiteLLM proxy in its own venv, never in the project's.
+$(LITELLM_VENV)/bin/litellm: bench/litellm-requirements.txt
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet -r bench/litellm-requirements.txt
+	touch $@
+
+bench-litellm: $(LITELLM_VENV)/bin/litellm
+
+bench: sync-dev bench-deps bench-litellm
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+bench-smoke: sync-dev
+	$(VENV)/bin/python bench/run.py --smoke
