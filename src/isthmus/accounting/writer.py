@@ -1,0 +1,529 @@
+"""The usage writer: one background task per process that stores record bundles in batches.
+
+The request path only calls :meth:`UsageWriter.submit`, which never waits: it puts the bundle on a
+bounded queue, or, when the queue is full, appends it to the spool file (counted; a bundle is dropped
+only if even that write fails). The task takes batches (``batch_size`` bundles, or whatever arrived
+within ``flush_interval``) and writes each in one transaction: the usage records, their attempts and
+request logs, and the hourly rollup and spend increments folded over the batch.
+
+If the database fails, the batch goes to a local spool (JSON lines files in ``spool_dir``) and later
+batches follow it there until a retry succeeds (backing off up to ``retry_max`` seconds); the spool is
+then replayed oldest first, before new batches. Replays are idempotent, so a batch whose commit was
+lost in the failure (written, but not known to be) is never counted twice: records are inserted with
+``ON CONFLICT (request_id) DO NOTHING ... RETURNING request_id`` and only the rows actually inserted
+get attempts, logs, rollup and spend increments.
+
+On :meth:`UsageWriter.stop` the queue is drained (to the database, or to the spool when it is down or
+the timeout is reached), so a graceful shutdown loses nothing.
+
+Several processes may share ``spool_dir``: each appends to its own segment file, holding an exclusive
+``flock`` on it while it is open; a replay takes the same lock, so a segment is never replayed while
+it is still being written, and never by two processes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, tzinfo
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from sqlalchemy import String, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from isthmus.accounting.records import AttemptRecord, RecordBundle, RequestLogRecord, UsageRecord
+from isthmus.accounting.rollups import fold_rollups, fold_spend, upsert_rollups, upsert_spend
+from isthmus.store.usage_tables import RequestLogRow, UsageAttemptRow, UsageRecordRow
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: one process per spool directory
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("isthmus.accounting.writer")
+
+SPOOL_SUFFIX = ".jsonl"
+_REJECTED_NAME = "rejected.jsonl"
+
+
+@dataclass(slots=True)
+class WriterStats:
+    submitted: int = 0
+    written: int = 0  # records inserted (a replayed duplicate is not counted again)
+    duplicates: int = 0  # records already in the database when written (replays after a lost commit)
+    spooled: int = 0  # bundles appended to the spool (database down, queue full, or shutdown)
+    overflowed: int = 0  # of which because the queue was full
+    replayed: int = 0  # bundles read back from the spool and written
+    dropped: int = 0  # bundles lost: queue full and the spool unwritable
+    rejected: int = 0  # bundles the database refused as invalid, kept in rejected.jsonl
+    flush_failures: int = 0
+    database_up: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- Spool files ------------------------------------------------------------------------------
+
+
+class Spool:
+    """Append-only JSON lines segments in one directory; each process writes only its own segment."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._file: IO[bytes] | None = None
+        self._path: Path | None = None
+        self._seq = 0
+
+    def _open(self) -> IO[bytes]:
+        if self._file is not None:
+            return self._file
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._seq += 1
+        # Names sort by creation time: replay order is oldest first.
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SPOOL_SUFFIX}"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        handle = os.fdopen(fd, "ab")
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        self._file, self._path = handle, path
+        return handle
+
+    def append(self, bundles: Sequence[RecordBundle]) -> None:
+        if not bundles:
+            return
+        handle = self._open()
+        handle.write(b"".join(orjson.dumps(b.to_json()) + b"\n" for b in bundles))
+        # Flushed to the OS (survives a crash of this process); fsync'd when the segment is sealed.
+        handle.flush()
+
+    def seal(self) -> None:
+        """Close the current segment so it can be replayed."""
+        if self._file is None:
+            return
+        handle, self._file, self._path = self._file, None, None
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            handle.close()  # releases the flock
+
+    def segments(self) -> list[Path]:
+        """Sealed segments (of every process sharing the directory), oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            p for p in self.directory.iterdir() if p.name.endswith(SPOOL_SUFFIX) and p != self._path
+        )
+
+    def has_pending(self) -> bool:
+        return self._file is not None or bool(self.segments())
+
+    def reject(self, bundle: RecordBundle, reason: str) -> None:
+        """Keep a bundle the database refused, for a human to look at; it is never replayed."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.directory / _REJECTED_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as handle:
+            handle.write(orjson.dumps({"reason": reason, "bundle": bundle.to_json()}) + b"\n")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[IO[bytes] | None]:
+    """The segment opened for reading under an exclusive lock; None if another process holds it."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+        yield handle
+    finally:
+        handle.close()
+
+
+# --- Rows ---------------------------------------------------------------------------------------
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_USAGE = _table(UsageRecordRow)
+_ATTEMPTS = _table(UsageAttemptRow)
+_LOGS = _table(RequestLogRow)
+
+
+def _string_limits(table: Table) -> dict[str, int]:
+    return {
+        c.name: c.type.length
+        for c in table.columns
+        if isinstance(c.type, String) and c.type.length is not None
+    }
+
+
+_LIMITS = {t.name: _string_limits(t) for t in (_USAGE, _ATTEMPTS, _LOGS)}
+
+
+def _clip(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """Cut over-long strings (a client-chosen model name, a long skip reason) to their column size, so
+    one odd value never makes a whole batch fail."""
+    for name, limit in _LIMITS[table.name].items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            row[name] = value[:limit]
+    return row
+
+
+def _usage_row(record: UsageRecord) -> dict[str, Any]:
+    row = {c.name: getattr(record, c.name) for c in _USAGE.columns}
+    return _clip(_USAGE, row)
+
+
+def _attempt_row(attempt: AttemptRecord) -> dict[str, Any]:
+    return _clip(_ATTEMPTS, {c.name: getattr(attempt, c.name) for c in _ATTEMPTS.columns})
+
+
+def _log_row(entry: RequestLogRecord) -> dict[str, Any]:
+    return _clip(_LOGS, {c.name: getattr(entry, c.name) for c in _LOGS.columns})
+
+
+def _insert(session: AsyncSession, table: Table) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def write_batch(session: AsyncSession, bundles: Sequence[RecordBundle], tz: tzinfo = UTC) -> int:
+    """Store a batch inside the caller's transaction; returns how many records were new.
+
+    Idempotent: records already present (same request id) are skipped together with their attempts,
+    logs and increments, so writing the same batch twice changes nothing the second time.
+    """
+    unique: dict[str, RecordBundle] = {}
+    for bundle in bundles:
+        unique.setdefault(bundle.request_id, bundle)
+    if not unique:
+        return 0
+    stmt = _insert(session, _USAGE).on_conflict_do_nothing(index_elements=["request_id"])
+    result = await session.execute(
+        stmt.returning(_USAGE.c.request_id), [_usage_row(b.usage) for b in unique.values()]
+    )
+    inserted = set(result.scalars().all())
+    new = [b for rid, b in unique.items() if rid in inserted]
+    if not new:
+        return 0
+    attempts = [_attempt_row(a) for b in new for a in b.attempts]
+    if attempts:
+        await session.execute(_insert(session, _ATTEMPTS).on_conflict_do_nothing(), attempts)
+    logs = [_log_row(b.log) for b in new if b.log is not None]
+    if logs:
+        await session.execute(_insert(session, _LOGS).on_conflict_do_nothing(), logs)
+    usage = [b.usage for b in new]
+    await upsert_rollups(session, fold_rollups(usage))
+    await upsert_spend(session, fold_spend(usage, tz))
+    return len(new)
+
+
+# --- The writer ---------------------------------------------------------------------------------
+
+
+class UsageWriter:
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        spool_dir: Path,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        queue_max: int = 50_000,
+        *,
+        spend_timezone: tzinfo = UTC,
+        retry_min: float = 0.5,
+        retry_max: float = 30.0,
+        write_timeout: float = 60.0,
+    ) -> None:
+        self._sessions = session_factory
+        self._spool = Spool(spool_dir)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.spend_timezone = spend_timezone
+        self._retry_min = retry_min
+        self._retry_max = retry_max
+        self._write_timeout = write_timeout
+        self._queue: asyncio.Queue[RecordBundle | None] = asyncio.Queue(maxsize=queue_max)
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: list[RecordBundle] = []
+        self._taken = 0  # queue items taken for the batch in hand (task_done owed for each)
+        self._stopping = False
+        self._closed = False
+        self._retry_at = 0.0
+        self._backoff = retry_min
+        self.stats = WriterStats()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._spool.directory
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    # --- request path -----------------------------------------------------------------------
+
+    def submit(self, bundle: RecordBundle) -> bool:
+        """Hand over a finished request's records; never waits. False only if the bundle was lost."""
+        self.stats.submitted += 1
+        if not self._closed:
+            try:
+                self._queue.put_nowait(bundle)
+                return True
+            except asyncio.QueueFull:
+                self.stats.overflowed += 1
+        return self._spool_now([bundle])
+
+    def _spool_now(self, bundles: Sequence[RecordBundle]) -> bool:
+        try:
+            self._spool.append(bundles)
+        except OSError:
+            log.exception(
+                "cannot write the usage spool in %s; %d record(s) lost", self.spool_dir, len(bundles)
+            )
+            self.stats.dropped += len(bundles)
+            return False
+        self.stats.spooled += len(bundles)
+        return True
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="isthmus-usage-writer")
+
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - a deadline for the drain
+        """Drain the queue and flush (to the spool when the database is down or time runs out)."""
+        self._stopping = True
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)  # wakes the task; when full it is busy anyway
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except Exception:
+                log.exception("the usage writer failed while stopping")
+        self._closed = True
+        leftovers = [*self._inflight, *self._drain_queue()]
+        self._inflight = []
+        if leftovers:
+            self._spool_now(leftovers)
+        self._spool.seal()
+
+    def _drain_queue(self) -> list[RecordBundle]:
+        out: list[RecordBundle] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return out
+            if item is not None:
+                out.append(item)
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is written (or spooled, if the database is down)."""
+        await self._queue.join()
+
+    # --- the task ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self._taken = 0
+            batch = await self._next_batch()
+            self._inflight = batch
+            try:
+                if not self._stopping and self._database_may_answer() and self._spool.has_pending():
+                    await self._replay()
+                if batch:
+                    await self._store(batch)
+            except Exception:
+                # Never let the task die: whatever is in hand goes to the spool.
+                log.exception("unexpected error in the usage writer")
+                if batch:
+                    self._spool_now(batch)
+            self._inflight = []
+            for _ in range(self._taken):
+                self._queue.task_done()
+            if self._stopping and self._queue.empty():
+                return
+
+    async def _next_batch(self) -> list[RecordBundle]:
+        """Up to ``batch_size`` bundles: as many as arrive within ``flush_interval`` of the first."""
+        batch: list[RecordBundle] = []
+        try:
+            first = await asyncio.wait_for(self._queue.get(), self.flush_interval)
+        except TimeoutError:
+            return batch
+        self._taken += 1
+        if first is not None:
+            batch.append(first)
+        deadline = time.monotonic() + (0 if self._stopping else self.flush_interval)
+        while len(batch) < self.batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            self._taken += 1
+            if item is not None:
+                batch.append(item)
+        return batch
+
+    def _database_may_answer(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def _database_failed(self, exc: BaseException) -> None:
+        self.stats.flush_failures += 1
+        if self.stats.database_up:
+            log.warning("usage database unavailable (%s); spooling to %s", _describe(exc), self.spool_dir)
+        self.stats.database_up = False
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._retry_max)
+
+    def _database_answered(self) -> None:
+        if not self.stats.database_up:
+            log.info("usage database reachable again")
+        self.stats.database_up = True
+        self._backoff = self._retry_min
+        self._retry_at = 0.0
+
+    async def _write(self, batch: Sequence[RecordBundle]) -> int:
+        async def work() -> int:
+            async with self._sessions() as session, session.begin():
+                return await write_batch(session, batch, self.spend_timezone)
+
+        return await asyncio.wait_for(work(), self._write_timeout)
+
+    async def _store(self, batch: list[RecordBundle]) -> None:
+        if not self._database_may_answer():
+            self._spool_now(batch)
+            return
+        try:
+            new = await self._write(batch)
+        except (IntegrityError, DataError) as exc:
+            # Not an outage: some bundle is invalid. Find it without holding back the others.
+            self._database_answered()
+            log.warning("a usage batch was refused (%s); writing its records one by one", _describe(exc))
+            await self._store_one_by_one(batch, spool_rest=True)
+            return
+        except Exception as exc:
+            self._database_failed(exc)
+            self._spool_now(batch)
+            return
+        self._database_answered()
+        self.stats.written += new
+        self.stats.duplicates += len(batch) - new
+
+    async def _store_one_by_one(self, batch: Sequence[RecordBundle], *, spool_rest: bool) -> None:
+        """Write bundles one at a time, keeping the ones the database refuses in ``rejected.jsonl``.
+
+        On an outage the rest goes to the spool (``spool_rest``), or stays where it is (a replay)."""
+        for index, bundle in enumerate(batch):
+            try:
+                new = await self._write([bundle])
+            except (IntegrityError, DataError) as exc:
+                self.stats.rejected += 1
+                log.error("usage record %s rejected by the database: %s", bundle.request_id, _describe(exc))
+                try:
+                    self._spool.reject(bundle, _describe(exc))
+                except OSError:
+                    self.stats.dropped += 1
+                continue
+            except Exception as exc:
+                self._database_failed(exc)
+                if spool_rest:
+                    self._spool_now(batch[index:])
+                return
+            self.stats.written += new
+            self.stats.duplicates += 1 - new
+
+    async def _replay(self) -> None:
+        """Write sealed spool segments back, oldest first; stop at the first database failure."""
+        self._spool.seal()
+        for path in self._spool.segments():
+            with _locked(path) as handle:
+                if handle is None:
+                    continue  # another process is writing or replaying it
+                if not await self._replay_segment(path, handle):
+                    return
+                path.unlink(missing_ok=True)
+            log.info("replayed usage spool segment %s", path.name)
+
+    async def _replay_segment(self, path: Path, handle: IO[bytes]) -> bool:
+        batch: list[RecordBundle] = []
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                batch.append(RecordBundle.from_json(orjson.loads(line)))
+            except (ValueError, TypeError, KeyError) as exc:
+                # A torn last line (the process died mid-write) or a hand-edited file.
+                log.error("skipping unreadable line %d of spool segment %s: %s", number, path.name, exc)
+                continue
+            if len(batch) >= self.batch_size:
+                if not await self._replay_batch(batch):
+                    return False
+                batch = []
+        return not batch or await self._replay_batch(batch)
+
+    async def _replay_batch(self, batch: list[RecordBundle]) -> bool:
+        try:
+            new = await self._write(batch)
+        except (IntegrityError, DataError):
+            self._database_answered()
+            before = self.stats.written
+            await self._store_one_by_one(batch, spool_rest=False)
+            if not self.stats.database_up:
+                return False
+            self.stats.replayed += self.stats.written - before
+            return True
+        except Exception as exc:
+            self._database_failed(exc)
+            return False
+        self._database_answered()
+        self.stats.written += new
+        self.stats.duplicates += len(batch) - new
+        self.stats.replayed += new
+        return True
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = ["Spool", "UsageWriter", "WriterStats", "write_batch"]
