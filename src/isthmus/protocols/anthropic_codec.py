@@ -564,8 +564,10 @@ def _last_tool_turn_unsigned(messages: list[dict[str, Any]]) -> bool:
     Anthropic rejects while thinking is on."""
     for m in reversed(messages):
         content = m["content"]
-        if m["role"] != "assistant" or isinstance(content, str):
+        if m["role"] != "assistant":
             continue
+        if isinstance(content, str):
+            return False
         if not any(b.get("type") == "tool_use" for b in content):
             return False
         return content[0].get("type") not in ("thinking", "redacted_thinking")

@@ -282,7 +282,11 @@ class AnthropicStreamEncoder:
                 return self._delta(block.wire, {"type": "text_delta", "text": event.text})
             if isinstance(event, ThinkingDelta) and block.kind in ("thinking", "sealed"):
                 return self._delta(block.wire, {"type": "thinking_delta", "thinking": event.text})
-            if isinstance(event, ToolArgumentsDelta) and block.kind in ("tool_use", "opaque"):
+            if (
+                isinstance(event, ToolArgumentsDelta)
+                and block.kind in ("tool_use", "opaque")
+                and event.fragment
+            ):
                 return self._delta(block.wire, {"type": "input_json_delta", "partial_json": event.fragment})
             if isinstance(event, SignatureDelta):
                 if block.kind == "thinking":

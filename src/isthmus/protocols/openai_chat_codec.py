@@ -409,9 +409,9 @@ def _encode_document(part: DocumentPart) -> dict[str, Any]:
     if src.kind is SourceKind.BASE64:
         media_type = src.media_type or "application/pdf"
         file: dict[str, Any] = {"file_data": data_url(media_type, src.data)}
-        file["filename"] = (
-            part.filename or part.title or ("document.pdf" if media_type.endswith("pdf") else "document")
-        )
+        extension = ".pdf" if media_type.endswith("pdf") else ""
+        name = part.filename or part.title or "document"
+        file["filename"] = name if "." in name or not extension else name + extension
         return {"type": "file", "file": file}
     if src.kind is SourceKind.FILE_ID:
         return {"type": "file", "file": {"file_id": src.data}}

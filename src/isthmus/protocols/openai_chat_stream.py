@@ -280,7 +280,7 @@ class ChatStreamEncoder:
             return self._chunk({"reasoning_content": event.text})
         if isinstance(event, ToolArgumentsDelta):
             wire = self._tool_index.get(event.index)
-            if wire is None:
+            if wire is None or not event.fragment:
                 return b""
             key = "custom" if self._custom.get(event.index) else "function"
             field = "input" if key == "custom" else "arguments"
