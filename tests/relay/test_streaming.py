@@ -85,8 +85,8 @@ keys:
 """
 
 
-def _chat_request(gw: ServerThread) -> tuple[str, dict[str, Any], dict[str, str]]:
-    body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+def _chat_request(gw: ServerThread, stream: bool = True) -> tuple[str, dict[str, Any], dict[str, str]]:
+    body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     return f"{gw.url}/v1/chat/completions", body, {"authorization": f"Bearer {GATEWAY_KEY}"}
 
 
@@ -115,13 +115,17 @@ def test_client_disconnect_mid_stream_cancels_upstream(make_gateway: GatewayFact
         assert not upstream.completed and upstream.chunks_sent < 40
 
 
-def test_client_disconnect_during_read_ahead_cancels_upstream(make_gateway: GatewayFactory) -> None:
-    # The upstream opens the stream at once but holds back content: the gateway is still reading
-    # ahead (nothing committed to the client) when the client gives up.
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_disconnect_before_the_answer_cancels_upstream(
+    stream: bool, make_gateway: GatewayFactory
+) -> None:
+    # Streamed: the upstream opens the stream at once but holds back content, so the gateway is
+    # still reading ahead (nothing committed to the client) when the client gives up. Not streamed:
+    # the gateway is still collecting the upstream's body.
     upstream = TrickleUpstream(count=5, interval=0.1, first_delay=10.0)
     with upstream.server() as server:
         gw = make_gateway(_TRICKLE_CONFIG.format(url=server.url, key=GATEWAY_KEY))
-        url, body, headers = _chat_request(gw)
+        url, body, headers = _chat_request(gw, stream)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(url, json=body, headers=headers, timeout=httpx.Timeout(30, read=0.5))
         left_at = time.monotonic()
