@@ -35,9 +35,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import String, Table
+from sqlalchemy import String, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from isthmus.accounting.records import AttemptRecord, RecordBundle, RequestLogRecord, UsageRecord
@@ -52,7 +59,7 @@ except ImportError:  # pragma: no cover - not POSIX: one process per spool direc
 log = logging.getLogger("isthmus.accounting.writer")
 
 SPOOL_SUFFIX = ".jsonl"
-_REJECTED_NAME = "rejected.jsonl"
+REJECTED_NAME = "rejected.ndjson"
 
 
 @dataclass(slots=True)
@@ -123,16 +130,18 @@ class Spool:
         if not self.directory.is_dir():
             return []
         return sorted(
-            p for p in self.directory.iterdir() if p.name.endswith(SPOOL_SUFFIX) and p != self._path
+            p
+            for p in self.directory.iterdir()
+            if p.name[:1].isdigit() and p.name.endswith(SPOOL_SUFFIX) and p != self._path
         )
 
     def has_pending(self) -> bool:
         return self._file is not None or bool(self.segments())
 
     def reject(self, bundle: RecordBundle, reason: str) -> None:
-        """Keep a bundle the database refused, for a human to look at; it is never replayed."""
+        """Keep a bundle the database refused (in ``rejected.ndjson``) for a human; it is never replayed."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.directory / _REJECTED_NAME
+        path = self.directory / REJECTED_NAME
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "ab") as handle:
             handle.write(orjson.dumps({"reason": reason, "bundle": bundle.to_json()}) + b"\n")
@@ -194,8 +203,10 @@ def _clip(table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _usage_row(record: UsageRecord) -> dict[str, Any]:
-    row = {c.name: getattr(record, c.name) for c in _USAGE.columns}
-    return _clip(_USAGE, row)
+    row = _clip(_USAGE, {c.name: getattr(record, c.name) for c in _USAGE.columns})
+    # The rollup key uses the model name too (same column size): fold the clipped value.
+    record.model_requested = row["model_requested"]
+    return row
 
 
 def _attempt_row(attempt: AttemptRecord) -> dict[str, Any]:
@@ -297,7 +308,11 @@ class UsageWriter:
                 return True
             except asyncio.QueueFull:
                 self.stats.overflowed += 1
-        return self._spool_now([bundle])
+            return self._spool_now([bundle])
+        # Stopped: nobody here will replay it, so seal it at once for the next writer to find.
+        kept = self._spool_now([bundle])
+        self._spool.seal()
+        return kept
 
     def _spool_now(self, bundles: Sequence[RecordBundle]) -> bool:
         try:
@@ -432,44 +447,61 @@ class UsageWriter:
         if not self._database_may_answer():
             self._spool_now(batch)
             return
+        await self._commit(batch, spool_on_outage=True)
+
+    async def _commit(self, batch: Sequence[RecordBundle], *, spool_on_outage: bool) -> bool:
+        """Write a batch. True when it is settled: written, with any bundle the database refuses set
+        aside in ``rejected.ndjson``. False on an outage; the batch, or what is left of it, then goes to
+        the spool if ``spool_on_outage`` (a replay leaves it in its segment instead)."""
         try:
             new = await self._write(batch)
-        except (IntegrityError, DataError) as exc:
-            # Not an outage: some bundle is invalid. Find it without holding back the others.
-            self._database_answered()
-            log.warning("a usage batch was refused (%s); writing its records one by one", _describe(exc))
-            await self._store_one_by_one(batch, spool_rest=True)
-            return
         except Exception as exc:
-            self._database_failed(exc)
-            self._spool_now(batch)
-            return
+            if await self._is_outage(exc):
+                self._database_failed(exc)
+                if spool_on_outage:
+                    self._spool_now(batch)
+                return False
+            self._database_answered()
+            if len(batch) == 1:
+                self._reject(batch[0], exc)
+                return True
+            # Some bundle is invalid: find it without holding back the others.
+            log.warning("a usage batch was refused (%s); writing its records one by one", _describe(exc))
+            for index, bundle in enumerate(batch):
+                if not await self._commit([bundle], spool_on_outage=False):
+                    if spool_on_outage:
+                        self._spool_now(batch[index:])
+                    return False
+            return True
         self._database_answered()
         self.stats.written += new
         self.stats.duplicates += len(batch) - new
+        return True
 
-    async def _store_one_by_one(self, batch: Sequence[RecordBundle], *, spool_rest: bool) -> None:
-        """Write bundles one at a time, keeping the ones the database refuses in ``rejected.jsonl``.
+    async def _is_outage(self, exc: BaseException) -> bool:
+        """Whether a failed write means "database unavailable" (spool, retry later) rather than "this
+        data is refused". When the error does not say, the database is asked whether it answers."""
+        if isinstance(exc, TimeoutError | OSError | OperationalError | InterfaceError | ProgrammingError):
+            # ProgrammingError here is a schema problem (migrations not run yet): keep everything.
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, IntegrityError | DataError):
+            return False
+        try:
+            async with self._sessions() as session:
+                await asyncio.wait_for(session.execute(text("SELECT 1")), 10)
+        except Exception:
+            return True
+        return False
 
-        On an outage the rest goes to the spool (``spool_rest``), or stays where it is (a replay)."""
-        for index, bundle in enumerate(batch):
-            try:
-                new = await self._write([bundle])
-            except (IntegrityError, DataError) as exc:
-                self.stats.rejected += 1
-                log.error("usage record %s rejected by the database: %s", bundle.request_id, _describe(exc))
-                try:
-                    self._spool.reject(bundle, _describe(exc))
-                except OSError:
-                    self.stats.dropped += 1
-                continue
-            except Exception as exc:
-                self._database_failed(exc)
-                if spool_rest:
-                    self._spool_now(batch[index:])
-                return
-            self.stats.written += new
-            self.stats.duplicates += 1 - new
+    def _reject(self, bundle: RecordBundle, exc: BaseException) -> None:
+        self.stats.rejected += 1
+        log.error("usage record %s rejected by the database: %s", bundle.request_id, _describe(exc))
+        try:
+            self._spool.reject(bundle, _describe(exc))
+        except OSError:
+            self.stats.dropped += 1
 
     async def _replay(self) -> None:
         """Write sealed spool segments back, oldest first; stop at the first database failure."""
@@ -501,24 +533,10 @@ class UsageWriter:
         return not batch or await self._replay_batch(batch)
 
     async def _replay_batch(self, batch: list[RecordBundle]) -> bool:
-        try:
-            new = await self._write(batch)
-        except (IntegrityError, DataError):
-            self._database_answered()
-            before = self.stats.written
-            await self._store_one_by_one(batch, spool_rest=False)
-            if not self.stats.database_up:
-                return False
-            self.stats.replayed += self.stats.written - before
-            return True
-        except Exception as exc:
-            self._database_failed(exc)
-            return False
-        self._database_answered()
-        self.stats.written += new
-        self.stats.duplicates += len(batch) - new
-        self.stats.replayed += new
-        return True
+        before = self.stats.written
+        settled = await self._commit(batch, spool_on_outage=False)
+        self.stats.replayed += self.stats.written - before
+        return settled
 
 
 def _describe(exc: BaseException) -> str:
