@@ -1,0 +1,370 @@
+"""The gateway side of the end-to-end tests: a real gateway (``create_app`` under uvicorn on 127.0.0.1)
+in front of the mock upstream served over real HTTP as providers of each protocol, plus what a failing
+test needs to print: every exchange the gateway served, what the upstream received, the gateway's log
+and anything that tried to leave 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from isthmus.app import create_app
+from isthmus.config import Settings, parse_config
+from isthmus.providers.mock_server import BackgroundMockServer
+from servers import ServerThread
+
+GATEWAY_KEY = "sk-isthmus-e2e-0123456789abcdef0123"
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin-password-e2e-123"
+# USD per million tokens; non-zero so usage records must show a cost.
+PRICE = "{input: 3, output: 15, cache_read: 0.3, cache_write_5m: 3.75}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream protocol, served by the mock through a provider of a real kind."""
+
+    protocol: str
+    provider: str
+    provider_yaml: str
+    path_prefix: str  # where the mock receives its generation requests
+
+
+UPSTREAMS: dict[str, Upstream] = {
+    "anthropic": Upstream(
+        "anthropic", "up-anthropic", "type: anthropic\n    base_url: {url}", "/v1/messages"
+    ),
+    "openai-chat": Upstream(
+        "openai-chat",
+        "up-openai-chat",
+        "type: openai\n    base_url: {url}/v1\n    protocols: [openai-chat]",
+        "/v1/chat/completions",
+    ),
+    "openai-responses": Upstream(
+        "openai-responses",
+        "up-openai-responses",
+        "type: openai\n    base_url: {url}/v1\n    protocols: [openai-responses]",
+        "/v1/responses",
+    ),
+    "gemini": Upstream("gemini", "up-gemini", "type: gemini\n    base_url: {url}", "/v1beta/models/"),
+}
+
+
+def upstream_model(public: str) -> str:
+    return f"mock-{public}"
+
+
+def gateway_config(mock_url: str, models: dict[str, str]) -> str:
+    """Providers of every kind pointed at the mock; ``models`` maps a public name to an upstream
+    protocol (a key of :data:`UPSTREAMS`)."""
+    lines = ["providers:"]
+    for up in UPSTREAMS.values():
+        lines.append(f"  - name: {up.provider}\n    {up.provider_yaml.format(url=mock_url)}")
+        lines.append(f"    keys: [{{name: main, secret: upstream-secret-{up.protocol}}}]")
+    lines.append("models:")
+    for public, protocol in models.items():
+        provider = UPSTREAMS[protocol].provider
+        lines.append(f"  - name: {public}")
+        lines.append(f"    routes: [{{provider: {provider}, model: {upstream_model(public)}}}]")
+        lines.append(f"    price: {PRICE}")
+    lines.append(f"keys:\n  - name: e2e\n    secret: {GATEWAY_KEY}")
+    return "\n".join(lines) + "\n"
+
+
+# --- what the gateway served ------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    query: str
+    status: int | None = None
+    request_id: str | None = None
+    error_body: bytes = b""  # the start of a non-2xx answer
+
+    def line(self) -> str:
+        text = f"{self.method} {self.path}{'?' + self.query if self.query else ''} -> {self.status}"
+        if self.request_id:
+            text += f" [{self.request_id}]"
+        if self.error_body:
+            text += f"\n      {self.error_body[:1500].decode('utf-8', 'replace')}"
+        return text
+
+
+class RecordingApp:
+    """Wraps the gateway's ASGI app to keep a line per HTTP exchange (the gateway-side view)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.exchanges: list[Exchange] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = Exchange(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"))
+        self.exchanges.append(exchange)
+
+        async def recording_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"x-request-id":
+                        exchange.request_id = value.decode("latin-1")
+            elif (
+                message["type"] == "http.response.body"
+                and (exchange.status or 0) >= 400
+                and len(exchange.error_body) < 4000
+            ):
+                exchange.error_body += message.get("body", b"")
+            await send(message)
+
+        await self.app(scope, receive, recording_send)
+
+
+class LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+
+# --- the tripwire proxy -------------------------------------------------------------------------
+
+
+class Tripwire:
+    """An HTTP(S) proxy on 127.0.0.1 that forwards nothing: every connection is counted and closed.
+
+    The CLIs get it as their proxy with only 127.0.0.1 exempt, so a request to any other host shows up
+    here instead of leaving the machine. (Gemini CLI retries a refused proxy in a tight loop, hence the
+    count and the short sample.)
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sample: list[str] = []
+        self._lock = threading.Lock()
+        tripwire = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.settimeout(1.0)
+                head = b""
+                with contextlib.suppress(OSError):
+                    head = self.request.recv(512)
+                with tripwire._lock:
+                    tripwire.count += 1
+                    if len(tripwire.sample) < 10:
+                        tripwire.sample.append(head.split(b"\r\n", 1)[0].decode("latin-1", "replace"))
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> Tripwire:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = 0
+            self.sample.clear()
+
+    def report(self) -> str:
+        with self._lock:
+            if not self.count:
+                return "nothing tried to leave 127.0.0.1"
+            return f"{self.count} connection(s) tried to leave 127.0.0.1, e.g. " + "; ".join(self.sample)
+
+
+# --- the gateway ---------------------------------------------------------------------------------
+
+
+@dataclass
+class E2EGateway:
+    server: ServerThread
+    recorder: RecordingApp
+    mock: BackgroundMockServer
+    logs: LogCapture
+    models: dict[str, str]
+    key: str = GATEWAY_KEY
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def upstream_requests(self) -> list[dict[str, Any]]:
+        """What the mock upstream received since this gateway started (it is cleared per gateway)."""
+        response = httpx.get(f"{self.mock.url}/_mock/requests", timeout=10)
+        response.raise_for_status()
+        requests: list[dict[str, Any]] = response.json()
+        return requests
+
+    def exchanges(self, fragment: str = "") -> list[Exchange]:
+        return [e for e in self.recorder.exchanges if fragment in e.path]
+
+    def gateway_view(self) -> str:
+        lines = ["--- gateway served:"]
+        lines += [f"  {e.line()}" for e in self.recorder.exchanges] or ["  (no request reached the gateway)"]
+        lines.append("--- upstream (mock) received:")
+        try:
+            requests = self.upstream_requests()
+        except httpx.HTTPError as exc:
+            requests = []
+            lines.append(f"  (cannot read the mock's log: {exc})")
+        lines += [f"  {describe_upstream_request(r)}" for r in requests] or ["  (nothing)"]
+        if self.logs.lines:
+            lines.append("--- gateway log:")
+            lines += [f"  {line}" for line in self.logs.lines[-40:]]
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def describe_upstream_request(request: dict[str, Any]) -> str:
+    text = f"{request['method']} {request['path']}"
+    if request.get("query"):
+        text += f"?{request['query']}"
+    body = request.get("body") or ""
+    try:
+        parsed = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        return text + f" ({len(body)} bytes, not JSON)"
+    if isinstance(parsed, dict):
+        if "model" in parsed:
+            text += f" model={parsed['model']}"
+        text += f" stream={parsed.get('stream', '-')} ({len(body)} bytes)"
+        last = _last_turn(parsed)
+        if last:
+            text += f"\n      last turn: {last[:600]}"
+    return text
+
+
+def _last_turn(body: dict[str, Any]) -> str:
+    for key in ("messages", "input", "contents"):
+        value = body.get(key)
+        if isinstance(value, list) and value:
+            return orjson.dumps(value[-1]).decode()
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def request_model(request: dict[str, Any]) -> str | None:
+    """The model an upstream request named (in the body, or in a Gemini path)."""
+    path: str = request["path"]
+    if path.startswith(("/v1beta/models/", "/v1/models/")):
+        return path.split("/models/", 1)[1].split(":", 1)[0]
+    try:
+        body = orjson.loads(request.get("body") or b"{}")
+    except orjson.JSONDecodeError:
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def start_gateway(mock: BackgroundMockServer, models: dict[str, str], data_dir: Path) -> E2EGateway:
+    """A gateway whose ``models`` (public name → upstream protocol) all route to the mock."""
+    httpx.delete(f"{mock.url}/_mock/requests", timeout=10).raise_for_status()
+    settings = Settings(
+        data_dir=data_dir,
+        secret_key="e2e-secret-key-material-0123456789",
+        admin_username=ADMIN_USER,
+        admin_password=ADMIN_PASSWORD,
+    )
+    recorder = RecordingApp(create_app(settings, parse_config(gateway_config(mock.url, models))))
+    logs = LogCapture()
+    logging.getLogger("isthmus").addHandler(logs)
+    try:
+        server = ServerThread(recorder).start()
+    except BaseException:
+        logging.getLogger("isthmus").removeHandler(logs)
+        raise
+    return E2EGateway(server, recorder, mock, logs, models)
+
+
+def stop_gateway(gateway: E2EGateway) -> None:
+    gateway.server.stop()
+    logging.getLogger("isthmus").removeHandler(gateway.logs)
+
+
+# --- usage records (admin API) -------------------------------------------------------------------
+
+USAGE_RECORDS_PATH = "/api/usage/records"
+
+
+class UsageApiMissing(Exception):
+    """The admin API does not serve usage records yet (the accounting work has not landed)."""
+
+
+def _admin(gateway: E2EGateway) -> httpx.Client:
+    client = httpx.Client(base_url=gateway.url, timeout=10)
+    login = client.post("/api/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASSWORD})
+    login.raise_for_status()
+    return client
+
+
+def usage_records(gateway: E2EGateway) -> list[dict[str, Any]]:
+    client = _admin(gateway)
+    try:
+        response = client.get(USAGE_RECORDS_PATH, params={"limit": 200})
+    finally:
+        client.close()
+    route_missing = ("no such admin API endpoint", '"detail":"Not Found"')
+    if response.status_code == 404 and any(text in response.text for text in route_missing):
+        raise UsageApiMissing(f"GET {USAGE_RECORDS_PATH} answers {response.status_code}: {response.text}")
+    assert response.status_code == 200, f"GET {USAGE_RECORDS_PATH}: {response.status_code} {response.text}"
+    data = response.json()
+    items = data.get("items") if isinstance(data, dict) else data
+    assert isinstance(items, list), f"unexpected usage records shape: {data}"
+    return items
+
+
+def _cost(record: dict[str, Any]) -> Decimal:
+    for name in ("actual_cost", "cost", "list_cost"):
+        value = record.get(name)
+        if value is not None:
+            return Decimal(str(value))
+    return Decimal(0)
+
+
+def wait_for_usage(
+    gateway: E2EGateway, model: str, count: int, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """The usage records of ``model`` once there are at least ``count`` (records are written in
+    batches after the response, so poll). Each must show tokens and a cost."""
+    deadline = time.monotonic() + timeout
+    records: list[dict[str, Any]] = []
+    while True:
+        records = [r for r in usage_records(gateway) if (r.get("model_requested") or r.get("model")) == model]
+        if len(records) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(records) >= count, f"expected {count} usage record(s) for {model}, got {records}"
+    for record in records:
+        assert record.get("status") in (None, "ok"), f"usage record not ok: {record}"
+        assert int(record.get("input_tokens") or 0) > 0, f"no input tokens: {record}"
+        assert int(record.get("output_tokens") or 0) > 0, f"no output tokens: {record}"
+        assert _cost(record) > 0, f"no cost: {record}"
+    return records
