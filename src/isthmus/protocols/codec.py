@@ -60,6 +60,10 @@ class Codec:
     stream_decoder: Callable[[], StreamDecoder]
     stream_encoder: Callable[..., StreamEncoder]  # (*, model: str, include_usage: bool)
     encode_error_event: Callable[[IsthmusError], bytes]
+    # True when encode_response and stream_encoder also take ``request=`` (the client's decoded
+    # request), which Responses needs to echo settings and give namespaced/custom tool calls back
+    # their own shapes.
+    uses_request: bool = False
 
 
 # --- shared wire helpers ----------------------------------------------------------------------

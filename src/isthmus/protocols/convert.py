@@ -22,6 +22,7 @@ from isthmus.ir import (
     MessageStart,
     PartStart,
     Protocol,
+    Request,
     StreamError,
     StreamEvent,
     Usage,
@@ -77,10 +78,17 @@ def convert_request(
     return codec(dst).encode_request(req, model=model, stream=stream)
 
 
-def convert_response(src: Protocol, dst: Protocol, body: Mapping[str, Any], *, model: str) -> dict[str, Any]:
-    """A non-streamed upstream answer in ``src`` as the client's ``dst`` answer naming ``model``."""
+def convert_response(
+    src: Protocol, dst: Protocol, body: Mapping[str, Any], *, model: str, request: Request | None = None
+) -> dict[str, Any]:
+    """A non-streamed upstream answer in ``src`` as the client's ``dst`` answer naming ``model``.
+    ``request``: the client's decoded request (``codec(dst).decode_request(client_body)``), used by
+    codecs with ``uses_request`` (Responses)."""
     resp = codec(src).decode_response(body)
-    return codec(dst).encode_response(resp, model=model)
+    target = codec(dst)
+    if target.uses_request and request is not None:
+        return target.encode_response(resp, model=model, request=request)
+    return target.encode_response(resp, model=model)
 
 
 class StreamTranslator:
@@ -107,10 +115,17 @@ class StreamTranslator:
         "usage",
     )
 
-    def __init__(self, src: Protocol, dst: Protocol, *, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, src: Protocol, dst: Protocol, *, model: str, include_usage: bool, request: Request | None = None
+    ) -> None:
         self._decoder = codec(src).stream_decoder()
         self._dst = codec(dst)
-        self._encoder = self._dst.stream_encoder(model=model, include_usage=include_usage)
+        if self._dst.uses_request and request is not None:
+            self._encoder = self._dst.stream_encoder(
+                model=model, include_usage=include_usage, request=request
+            )
+        else:
+            self._encoder = self._dst.stream_encoder(model=model, include_usage=include_usage)
         self.usage = Usage()
         self.finish_reason: str | None = None
         self.saw_content = False
@@ -150,6 +165,13 @@ class StreamTranslator:
 
     def feed(self, event: SSEEvent) -> bytes:
         return self._emit(self._decoder.feed(event))
+
+    @property
+    def final_response(self) -> dict[str, Any] | None:
+        """The client-protocol answer object once ``completed``, for encoders that build one (the
+        Responses encoder: the Response object the Responses state store saves)."""
+        response = getattr(self._encoder, "response", None)
+        return response if isinstance(response, dict) else None
 
     def finish(self) -> bytes:
         """Bytes owed at the end of the upstream byte stream (usually none). If ``completed`` is

@@ -866,6 +866,7 @@ CODEC = Codec(
     stream_decoder=ResponsesStreamDecoder,
     stream_encoder=stream_encoder,
     encode_error_event=encode_error_event,
+    uses_request=True,
 )
 
 __all__ = [
