@@ -56,12 +56,13 @@ EFFORT_BUDGET: dict[str, int] = {
     "max": 65536,
 }
 
-# Budget → effort: the first effort whose ceiling holds the budget (ascending).
+# Budget → effort: the first effort whose ceiling holds the budget (ascending); above them all, "max".
 _BUDGET_EFFORT: tuple[tuple[int, str], ...] = (
     (1024, "minimal"),
     (4096, "low"),
     (12288, "medium"),
     (24576, "high"),
+    (49152, "xhigh"),
 )
 
 
@@ -72,7 +73,7 @@ def budget_for_effort(effort: str) -> int:
 
 def effort_for_budget(budget: int, *, allowed: tuple[str, ...] = ("low", "medium", "high")) -> str:
     """The effort closest to a budget, limited to the names the target accepts (in ascending order)."""
-    wanted = "xhigh"
+    wanted = "max"
     for ceiling, name in _BUDGET_EFFORT:
         if budget <= ceiling:
             wanted = name
