@@ -126,10 +126,10 @@ class Lab:
         self._add("nginx", [nginx, "-p", str(self.workdir), "-c", str(conf)], port, pin=self.pinning.target)
         return True
 
-    def start_passthrough(self) -> None:
+    def start_passthrough(self, wrap: list[str] | None = None) -> None:
         port = procs.free_port()
         argv = [
-            sys.executable,
+            *(wrap or [sys.executable]),
             str(BENCH_DIR / "passthrough.py"),
             "--port",
             str(port),
@@ -140,7 +140,8 @@ class Lab:
         ]
         self._add("passthrough", argv, port, pin=self.pinning.target)
 
-    def start_isthmus(self) -> None:
+    def start_isthmus(self, wrap: list[str] | None = None) -> None:
+        """``wrap`` runs the server under another program (a profiler): ``[*wrap, isthmus, serve, …]``."""
         port = procs.free_port()
         conf = self.workdir / "isthmus.yaml"
         values = {
@@ -166,7 +167,7 @@ class Lab:
         ):
             os.environ.pop(name, None)
         isthmus = Path(sys.executable).parent / "isthmus"
-        argv = [str(isthmus), "serve", "--config", str(conf)]
+        argv = [*(wrap or []), str(isthmus), "serve", "--config", str(conf)]
         self._add("isthmus", argv, port, pin=self.pinning.target, env=env, timeout=60)
 
     def start_litellm(self) -> bool:
@@ -190,6 +191,6 @@ class Lab:
         self._add("litellm", argv, port, pin=self.pinning.target, env=env, timeout=180)
         return True
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 10.0) -> None:
         for server in reversed(list(self.servers.values())):
-            procs.stop(server.proc)
+            procs.stop(server.proc, timeout)

@@ -35,7 +35,9 @@ def _run_bench(out: Path, *extra: str) -> dict[str, Any]:
 
 
 def _row(result: dict[str, Any], target: str, mode: str) -> dict[str, Any]:
-    rows = [r for r in result["summary"]["rows"] if r["target"] == target and r["mode"] == mode]
+    rows: list[dict[str, Any]] = [
+        r for r in result["summary"]["rows"] if r["target"] == target and r["mode"] == mode
+    ]
     assert len(rows) == 1, f"no single row for {target}:{mode}"
     return rows[0]
 

@@ -1,0 +1,189 @@
+"""Profile Isthmus (or the bare passthrough) under wrk load, with py-spy or pyinstrument.
+
+    .venv/bin/python bench/profile.py                          # py-spy, Isthmus, non-streamed, 20 s
+    .venv/bin/python bench/profile.py --mode stream --seconds 30
+    .venv/bin/python bench/profile.py --target passthrough     # the floor, for comparison
+    .venv/bin/python bench/profile.py --tool pyinstrument      # the whole server run under pyinstrument
+
+py-spy samples the running server from outside (no restart, little overhead) and writes collapsed
+stacks (``*.folded``: load them into speedscope or flamegraph.pl) plus a table of the functions with
+the largest self and inclusive shares of the samples (``*.md``). Only the thread holding the GIL is
+sampled (``--gil``): py-spy otherwise counts threads blocked in C (aiosqlite's idle worker) as busy.
+pyinstrument runs the server under its own profiler and writes its text tree when the server stops.
+Output goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import procs
+from harness.measure import TARGETS, build_scenarios, check
+from harness.servers import BENCH_DIR, CLIENT_KEY, Lab
+
+
+def _short(frame: str) -> tuple[str, str]:
+    """``func (/full/path/pkg/mod.py:123)`` → (``func (pkg/mod.py)``, package) — lines merged."""
+    name, _, where = frame.rpartition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    if "/site-packages/" in path:
+        rel = path.split("/site-packages/", 1)[1]
+        package = rel.split("/", 1)[0].removesuffix(".py")
+    elif "/src/isthmus/" in path:
+        rel = "isthmus/" + path.split("/src/isthmus/", 1)[1]
+        package = "isthmus"
+    elif "/lib/python3" in path:
+        rel = path.split("/lib/python3", 1)[1].split("/", 1)[-1]
+        package = "stdlib:" + rel.split("/", 1)[0].removesuffix(".py")
+    else:
+        rel, package = path.rsplit("/", 1)[-1], "other"
+    return f"{name} ({rel})", package
+
+
+def top_functions(folded: str, limit: int) -> tuple[int, dict[str, list[tuple[str, int]]]]:
+    """Tables from py-spy's collapsed stacks (``a;b;c COUNT``): self and inclusive time per function
+    (line numbers merged) and self time per package."""
+    self_counts: collections.Counter[str] = collections.Counter()
+    incl_counts: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in folded.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        self_counts[frames[-1][0]] += count
+        packages[frames[-1][1]] += count
+        for name in {f[0] for f in frames}:
+            incl_counts[name] += count
+    return total, {
+        "Self time by package": packages.most_common(),
+        "Self time by function (where the CPU is spent)": self_counts.most_common(limit),
+        "Inclusive time by function (the function and everything it calls)": incl_counts.most_common(limit),
+    }
+
+
+def _table(title: str, rows: list[tuple[str, int]], total: int) -> list[str]:
+    out = [f"## {title}", "", "| share | samples | where |", "|--:|--:|---|"]
+    out += [f"| {100 * n / total:.1f}% | {n} | `{frame}` |" for frame, n in rows]
+    return [*out, ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=["isthmus", "passthrough"], default="isthmus")
+    parser.add_argument("--mode", choices=["unary", "stream"], default="unary")
+    parser.add_argument("--tool", choices=["py-spy", "pyinstrument"], default="py-spy")
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--out", default=str(BENCH_DIR / "results"))
+    args = parser.parse_args()
+    wrk = shutil.which("wrk")
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if wrk is None:
+        raise SystemExit("profiling needs wrk: make bench-deps")
+    if args.tool == "py-spy" and not py_spy.exists():
+        raise SystemExit("py-spy is a dev dependency: make sync-dev")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"profile-{args.target}-{args.mode}-{args.tool}-{stamp}"
+
+    pinning = procs.Pinning.for_machine()
+    if pinning.load is not None:
+        os.sched_setaffinity(0, pinning.load)
+    workdir = Path(tempfile.mkdtemp(prefix="isthmus-profile-"))
+    lab = Lab(workdir, pinning)
+    wrap: list[str] = []
+    if args.tool == "pyinstrument":
+        wrap = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", f"{stem}.txt", "-i", "0.0002"]
+    try:
+        lab.start_upstream()
+        if args.target == "isthmus":
+            lab.start_isthmus(wrap=wrap)
+        else:
+            lab.start_passthrough(wrap=wrap)
+        scenarios = [s for s in build_scenarios(lab, [args.target]) if s.mode == args.mode]
+        check(scenarios, print)
+        scen = scenarios[0]
+        server = lab.servers[TARGETS[args.target].server]
+        url = f"http://127.0.0.1:{scen.port}{scen.path}"
+        env = {"BENCH_BODY_FILE": str(scen.body_file), "BENCH_KEY": CLIENT_KEY, "PATH": "/usr/bin:/bin"}
+        cmd = [
+            wrk,
+            "-t1",
+            f"-c{args.connections}",
+            "--timeout",
+            "10s",
+            "-s",
+            str(BENCH_DIR / "wrk" / "post.lua"),
+        ]
+        subprocess.run([*cmd, "-d2s", url], env=env, capture_output=True, check=False)  # warm-up
+        load = subprocess.Popen(
+            [*cmd, f"-d{args.seconds + 3}s", url], env=env, stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1)
+        pid = server.proc.pid
+        print(f"profiling {args.target} ({args.mode}) pid {pid} for {args.seconds}s with {args.tool}")
+        if args.tool == "py-spy":
+            folded = Path(f"{stem}.folded")
+            # --gil: only the thread running Python; --full-filenames: tell packages apart.
+            spy = [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(args.seconds),
+                "--rate",
+                str(args.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(folded),
+                "--gil",
+                "--full-filenames",
+            ]
+            subprocess.run(spy, check=True, capture_output=True)
+        load.wait()
+        print((load.stdout.read() if load.stdout else "").strip().splitlines()[-1])
+    finally:
+        lab.stop_all(timeout=120)  # pyinstrument renders its report on the way out
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.tool == "py-spy":
+        total, tables = top_functions(folded.read_text(), args.top)
+        lines = [
+            f"# py-spy profile: {args.target}, {args.mode}, {args.seconds}s under wrk -c{args.connections}",
+            "",
+            f"{total} samples at {args.rate}/s of the thread holding the GIL (py-spy --gil: threads blocked "
+            "in C, such as aiosqlite's worker waiting on its queue, and the event loop's poll are not "
+            "counted, which is what CPU time is spent on in a one-threaded server).",
+            "",
+            *(line for title, rows in tables.items() for line in _table(title, rows, total)),
+        ]
+        Path(f"{stem}.md").write_text("\n".join(lines))
+        print("\n".join(lines))
+        print(f"written: {stem}.md and {folded}")
+    else:
+        print(f"written: {stem}.txt")
+
+
+if __name__ == "__main__":
+    main()
