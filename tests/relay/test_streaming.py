@@ -53,6 +53,10 @@ def test_stream_is_relayed_as_it_is_produced(kind: str, gateway: ServerThread) -
     path, body, terminal = _STREAMS[kind]
     # 15 deltas at 5 per second: the upstream needs ~2.8 s to finish.
     headers = {"authorization": f"Bearer {GATEWAY_KEY}", "x-mock-tps": "5", "x-mock-tokens": "15"}
+    # One unpaced call first, so a cold start (first connection, lazy set-up) on a busy machine is
+    # not mistaken for buffering.
+    warm = httpx.post(gateway.url + path, json=body, headers={"authorization": headers["authorization"]})
+    assert warm.status_code == 200 and terminal in warm.content
     arrivals: list[tuple[float, bytes]] = []
     started = time.monotonic()
     with httpx.stream("POST", gateway.url + path, json=body, headers=headers, timeout=30) as resp:
