@@ -1,0 +1,129 @@
+"""Rollup and spend folding: calendar periods in a time zone, the latency histogram, upserts that add."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accounting.usage_samples import make_bundle
+from isthmus.accounting.rollups import (
+    TOTAL_PERIOD_START,
+    SpendDelta,
+    SpendKey,
+    current_spend,
+    fold_rollups,
+    fold_spend,
+    hour_of,
+    latency_bucket,
+    percentile_ms,
+    period_start,
+    upsert_spend,
+)
+from isthmus.store.db import create_engine, session_factory
+from isthmus.store.usage_tables import LATENCY_BOUNDS_MS
+
+PARIS = ZoneInfo("Europe/Paris")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def test_period_starts_follow_the_calendar_of_the_time_zone() -> None:
+    at = utc(2026, 3, 31, 22, 30)  # already April 1st, 00:30, in Paris (UTC+2 in summer time)
+    assert period_start("daily", at) == utc(2026, 3, 31)
+    assert period_start("monthly", at) == utc(2026, 3, 1)
+    assert period_start("daily", at, PARIS) == utc(2026, 3, 31, 22)
+    assert period_start("monthly", at, PARIS) == utc(2026, 3, 31, 22)
+    assert period_start("total", at, PARIS) == TOTAL_PERIOD_START
+    # The day DST starts in New York: midnight is still at UTC-5, though the instant is at UTC-4.
+    assert period_start("daily", utc(2026, 3, 8, 20), NEW_YORK) == utc(2026, 3, 8, 5)
+    # March in Paris began in winter time (UTC+1), though the instant is in summer time.
+    assert period_start("monthly", utc(2026, 3, 30, 12), PARIS) == utc(2026, 2, 28, 23)
+    with pytest.raises(ValueError):
+        period_start("weekly", at)
+
+
+def test_hours_and_buckets() -> None:
+    assert hour_of(datetime(2026, 1, 2, 3, 59, 59, 999, tzinfo=PARIS)) == utc(2026, 1, 2, 2)
+    assert latency_bucket(0) == 0
+    assert latency_bucket(50) == 0  # upper bounds are inclusive
+    assert latency_bucket(50.5) == 1
+    assert latency_bucket(10**9) == len(LATENCY_BOUNDS_MS) - 1
+
+
+def test_percentiles_from_the_histogram_are_within_a_bucket() -> None:
+    rng = random.Random(5)
+    latencies = sorted(rng.lognormvariate(7, 1) for _ in range(5000))
+    buckets = [0] * len(LATENCY_BOUNDS_MS)
+    for value in latencies:
+        buckets[latency_bucket(value)] += 1
+    for q in (0.5, 0.95):
+        exact = latencies[int(q * len(latencies)) - 1]
+        estimate = percentile_ms(buckets, q)
+        assert estimate is not None
+        i = latency_bucket(exact)
+        lower = LATENCY_BOUNDS_MS[i - 1] if i else 0
+        assert lower <= estimate <= LATENCY_BOUNDS_MS[i]
+    assert percentile_ms([0] * len(LATENCY_BOUNDS_MS), 0.5) is None
+
+
+def test_folding_groups_a_batch_into_few_rows() -> None:
+    bundles = [
+        make_bundle(i, key_id=1, user_id=2, team_id=None, model="m", provider_id=3) for i in range(200)
+    ]
+    for b in bundles:
+        b.usage.started_at = utc(2026, 3, 1, 10, b.usage.started_at.minute)
+        b.usage.team_id = None
+    rollups = fold_rollups(b.usage for b in bundles)
+    assert len(rollups) == 1
+    (delta,) = rollups.values()
+    assert delta.requests == 200 and sum(delta.buckets) == 200
+    assert delta.actual_cost == sum((b.usage.actual_cost for b in bundles), Decimal(0))
+
+    spend = fold_spend((b.usage for b in bundles), PARIS)
+    # A key and a user (no team), three periods each: six rows for the whole batch.
+    assert {(k.entity_type, k.period) for k in spend} == {
+        (e, p) for e in ("key", "user") for p in ("daily", "monthly", "total")
+    }
+    assert spend[SpendKey("key", 1, "daily", utc(2026, 2, 28, 23))].usd == delta.actual_cost
+
+
+@pytest.fixture
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated_database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_spend_upserts_add_and_current_spend_reads_this_period(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    now = utc(2026, 5, 20, 12)
+    today, month = utc(2026, 5, 20), utc(2026, 5, 1)
+    rows = {
+        SpendKey("team", 7, "daily", today): SpendDelta(Decimal("1.25"), 100),
+        SpendKey("team", 7, "daily", today - timedelta(days=1)): SpendDelta(Decimal("9"), 900),
+        SpendKey("team", 7, "monthly", month): SpendDelta(Decimal("10.25"), 1000),
+        SpendKey("team", 7, "total", TOTAL_PERIOD_START): SpendDelta(Decimal("50.000000000001"), 5000),
+        SpendKey("key", 3, "monthly", utc(2026, 4, 1)): SpendDelta(Decimal("2"), 20),
+    }
+    for _ in range(3):  # three batches adding the same increments
+        async with sessions() as session, session.begin():
+            await upsert_spend(session, rows)
+    async with sessions() as session:
+        current = await current_spend(session, now)
+    got = {(r.entity_type, r.entity_id, r.period): (r.usd, r.tokens) for r in current}
+    assert got == {
+        ("team", 7, "daily"): (Decimal("3.75"), 300),
+        ("team", 7, "monthly"): (Decimal("30.75"), 3000),
+        ("team", 7, "total"): (Decimal("150.000000000003"), 15000),
+    }
