@@ -31,12 +31,13 @@ from isthmus.errors import (
     UpstreamTimeoutError,
 )
 from isthmus.ir import Operation, Protocol
-from isthmus.protocols import openai_chat
-from isthmus.protocols.base import EventClass, parse_json_object, rewrite_json_model
+from isthmus.protocols import convert, tokens
+from isthmus.protocols.base import EventClass, parse_json_object
 from isthmus.protocols.sse import SSEParser
 from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, UpstreamTarget
 from isthmus.providers.errors import http_error, redact_secret
 from isthmus.relay import wire
+from isthmus.relay.adapt import Adapter, StreamAdapter
 from isthmus.relay.asgi import ClientGone, RawHeaders, Receive, Scope, Send, header_map, read_body, send_bytes
 from isthmus.relay.context import Attempt, Outcome, Principal, RequestContext, new_request_id
 from isthmus.relay.doors import Door, list_models_shape
@@ -212,7 +213,7 @@ class Relay:
             client_protocol=door.protocol,
             needs_context_1m="context-1m" in headers.get("anthropic-beta", ""),
             needs_cache_1h=_CACHE_1H.search(raw) is not None,
-            can_convert=passthrough_only,
+            can_convert=passthrough_only if door.operation is Operation.EMBED else convert.can_convert,
         )
         plan = state.router.plan(model, requirements, principal.route_hash, time.monotonic())
         for skipped in plan.skipped:
@@ -239,9 +240,22 @@ class Relay:
         fwd_query = _forward_query(query)
         last: UpstreamError | None = None
         made = 0
+        refusal: InvalidRequestError | None = None
         for cand in plan.candidates:
             if made >= max_attempts:
                 ctx.attempts.append(_attempt(cand, skipped="max_attempts"))
+                continue
+            adapter = Adapter(door.protocol, cand.protocol, door.operation, ctx.model or "")
+            if door.operation is Operation.COUNT_TOKENS and adapter.converting:
+                # The upstream's protocol cannot count for this caller: count here, offline.
+                await self._count_locally(ctx, door, body, send)
+                return
+            try:
+                upstream_body = adapter.request_body(body, raw, cand.upstream_model, ctx.stream)
+            except InvalidRequestError as err:
+                # This upstream cannot express the request; another candidate may.
+                ctx.attempts.append(_attempt(cand, skipped=f"conversion: {err.message}"))
+                refusal = err
                 continue
             if not router.claim(plan, cand, time.monotonic()):
                 ctx.attempts.append(_attempt(cand, skipped="unavailable (probe in progress or cooling down)"))
@@ -249,7 +263,6 @@ class Relay:
             made += 1
             attempt = _attempt(cand)
             ctx.attempts.append(attempt)
-            upstream_body, hide_usage = _upstream_body(door, cand, body, raw, ctx.stream)
             call = UpstreamCall(
                 target=_target(cand),
                 operation=door.operation,
@@ -261,9 +274,9 @@ class Relay:
             )
             try:
                 if ctx.stream:
-                    await self._stream_once(ctx, cand, call, attempt, send, hide_usage)
+                    await self._stream_once(ctx, cand, call, attempt, send, adapter.stream(body))
                 else:
-                    await self._unary_once(ctx, cand, call, attempt, send)
+                    await self._unary_once(ctx, cand, call, attempt, send, adapter)
                     self._succeeded(ctx, cand, attempt)
                 return
             except UpstreamError as err:
@@ -273,13 +286,15 @@ class Relay:
                 decision = classify(err)
                 router.record_failure(cand, decision, time.monotonic(), err.message)
                 if not decision.fails_over:
-                    await self._send_upstream_error(ctx, send, err, door.protocol == cand.protocol)
+                    await self._send_upstream_error(ctx, send, err, not adapter.converting)
                     return
                 last = err
             except BaseException:
                 # Cancelled (client gone) or a bug: the candidate's outcome is unknown.
                 router.release(cand)
                 raise
+        if last is None and refusal is not None:
+            raise refusal
         if last is None:
             raise NoCandidateError(f"no upstream is available for model {ctx.model!r}")
         raise _final_error(last)
@@ -307,7 +322,13 @@ class Relay:
         return resp
 
     async def _unary_once(
-        self, ctx: RequestContext, cand: Candidate, call: UpstreamCall, attempt: Attempt, send: Send
+        self,
+        ctx: RequestContext,
+        cand: Candidate,
+        call: UpstreamCall,
+        attempt: Attempt,
+        send: Send,
+        adapter: Adapter,
     ) -> None:
         started = time.perf_counter()
         resp = await self._open(cand, call, ctx)
@@ -318,7 +339,13 @@ class Relay:
         ctx.upstream_ms += (time.perf_counter() - started) * 1000
         attempt.status = resp.status
         parsed = _loads_or_none(data)
-        if isinstance(parsed, dict):
+        if not isinstance(parsed, dict):
+            parsed = None
+            if adapter.converting:
+                raise UpstreamError(
+                    f"upstream {cand.endpoint.provider_name} answered with a body that is not JSON"
+                )
+        else:
             ctx.usage = wire.usage_from_response(cand.protocol, call.operation, parsed)
             ctx.finish_reason = wire.finish_reason(cand.protocol, parsed)
             if ctx.finish_reason in _INCOMPLETE_REASONS:
@@ -327,9 +354,18 @@ class Relay:
                 rid = parsed.get("id")
                 if isinstance(rid, str):
                     self.owners.remember(rid, ctx.principal.key_id, call.target)
+        body = adapter.response_body(parsed, data)
+        content_type = b"application/json" if adapter.converting else _content_type(resp)
         headers = self._base_headers(ctx)
         ctx.ttft_ms = ctx.elapsed_ms()
-        await send_bytes(send, resp.status, data, headers, _content_type(resp))
+        await send_bytes(send, resp.status, body, headers, content_type)
+
+    async def _count_locally(self, ctx: RequestContext, door: Door, body: dict[str, Any], send: Send) -> None:
+        request = convert.codec(door.protocol).decode_request(body)
+        count = tokens.count_request_tokens(request, door.protocol)
+        ctx.estimated = True
+        payload = {"totalTokens": count} if door.protocol is Protocol.GEMINI else {"input_tokens": count}
+        await send_bytes(send, 200, orjson.dumps(payload), self._base_headers(ctx))
 
     async def _stream_once(
         self,
@@ -338,11 +374,10 @@ class Relay:
         call: UpstreamCall,
         attempt: Attempt,
         send: Send,
-        hide_usage: bool,
+        stream: StreamAdapter,
     ) -> None:
         timeouts = cand.endpoint.timeouts
         parser = SSEParser()
-        inspector = wire.new_inspector(cand.protocol)
         pending: list[bytes] = []
         started = time.perf_counter()
         resp: UpstreamResponse | None = None
@@ -359,16 +394,15 @@ class Relay:
                     except StopAsyncIteration:
                         raise UpstreamStreamError("upstream stream ended before any content") from None
                     for event in parser.feed(chunk):
-                        kind = inspector.inspect(event)
+                        out, kind = stream.take(event)
                         if kind is EventClass.ERROR:
-                            raise inspector.error or UpstreamStreamError("error event in upstream stream")
+                            raise stream.error or UpstreamStreamError("error event in upstream stream")
                         if kind is EventClass.DONE and not committed:
                             # A stream that finishes without a single content event is empty.
                             raise UpstreamStreamError("upstream stream finished with no content")
-                        if kind is EventClass.USAGE_ONLY and hide_usage:
-                            continue
                         self._note_response_id(ctx, cand, call, event.event, event.data)
-                        pending.append(event.raw)
+                        if out:
+                            pending.append(out)
                         if kind is EventClass.CONTENT:
                             committed = True
         except TimeoutError:
@@ -386,21 +420,22 @@ class Relay:
         # Committed: from here on failures become an error event, never a retry.
         self._succeeded(ctx, cand, attempt)
         headers = self._base_headers(ctx)
-        headers.append((b"content-type", _content_type(resp)))
+        content_type = _content_type(resp) if stream.raw_chunks else b"text/event-stream"
+        headers.append((b"content-type", content_type))
         headers.append((b"cache-control", b"no-cache"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         ctx.ttft_ms = ctx.elapsed_ms()
         try:
             await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
-            await self._relay_rest(ctx, chunks, parser, inspector, send, hide_usage)
+            await self._relay_rest(ctx, chunks, parser, stream, send)
         except UpstreamError as err:
             ctx.outcome, ctx.error = Outcome.CUT, err.message
-            await send({"type": "http.response.body", "body": wire.stream_error_event(ctx.protocol_in, err)})
+            await send({"type": "http.response.body", "body": stream.error_event(err)})
         finally:
             await resp.aclose()
-            ctx.usage = inspector.usage
-            ctx.finish_reason = inspector.finish_reason
-            if ctx.outcome is Outcome.OK and inspector.finish_reason in _INCOMPLETE_REASONS:
+            ctx.usage = stream.usage
+            ctx.finish_reason = stream.finish_reason
+            if ctx.outcome is Outcome.OK and stream.finish_reason in _INCOMPLETE_REASONS:
                 ctx.outcome = Outcome.INCOMPLETE
 
     async def _relay_rest(
@@ -408,33 +443,29 @@ class Relay:
         ctx: RequestContext,
         chunks: AsyncIterator[bytes],
         parser: SSEParser,
-        inspector: wire.StreamInspector,
+        stream: StreamAdapter,
         send: Send,
-        hide_usage: bool,
     ) -> None:
-        """Relay the rest of a committed stream. Chunks go out as they came unless an event must be
-        hidden, in which case whole events are re-joined (the parser keeps any partial tail)."""
-        inspect = inspector.inspect
+        """Relay the rest of a committed stream. Passthrough chunks go out as they came; otherwise
+        whole events are re-joined (the parser keeps any partial tail for the next chunk)."""
+        take = stream.take
         async for chunk in chunks:
             events = parser.feed(chunk)
-            if hide_usage:
-                out = [e.raw for e in events if inspect(e) is not EventClass.USAGE_ONLY]
-                if out:
-                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+            if stream.raw_chunks:
+                for event in events:
+                    take(event)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 continue
-            for event in events:
-                inspect(event)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        tail = parser.flush()
-        for event in tail:
-            inspect(event)
-        if hide_usage and tail:
-            await send(
-                {"type": "http.response.body", "body": b"".join(e.raw for e in tail), "more_body": True}
-            )
-        if inspector.error is not None:
-            ctx.outcome, ctx.error = Outcome.CUT, inspector.error.message
-        elif not inspector.completed:
+            out = b"".join([take(event)[0] for event in events])
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        tail = [take(event)[0] for event in parser.flush()]
+        tail.append(stream.finish())
+        if not stream.raw_chunks and any(tail):
+            await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
+        if stream.error is not None:
+            ctx.outcome, ctx.error = Outcome.CUT, stream.error.message
+        elif not stream.completed:
             # The upstream hung up mid-answer: tell the client in its protocol, not by silence.
             raise UpstreamStreamError("upstream stream ended before its terminal event")
         ctx.finished = True
@@ -556,22 +587,6 @@ def _loads_or_none(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-
-
-def _upstream_body(
-    door: Door, cand: Candidate, body: dict[str, Any], raw: bytes, stream: bool
-) -> tuple[bytes, bool]:
-    """The passthrough body: only ``model`` changes (Gemini carries it in the URL, so nothing does).
-
-    For a streamed OpenAI chat call usage is always requested; returns whether the extra usage chunk
-    must be hidden from a client that did not ask for it.
-    """
-    if door.protocol is Protocol.GEMINI:
-        return raw, False
-    if door.protocol is Protocol.OPENAI_CHAT and door.operation is Operation.GENERATE:
-        new_body, asked = openai_chat.rewrite_request(raw, cand.upstream_model, stream=stream, parsed=body)
-        return new_body, not asked
-    return rewrite_json_model(raw, cand.upstream_model, body), False
 
 
 def _content_type(resp: UpstreamResponse) -> bytes:

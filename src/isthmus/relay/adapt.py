@@ -1,0 +1,185 @@
+"""The adapt step of one attempt: the same protocol passes through, another is converted via the IR.
+
+An :class:`Adapter` gives the upstream request body and turns the upstream's answer into the client's:
+a whole body (:meth:`Adapter.response_body`) or a stream (:meth:`Adapter.stream`, one
+:class:`StreamAdapter` per attempt). The stream adapters share one small interface so the relay's
+read-ahead and relay loops do not care which kind they drive.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+
+from isthmus.errors import IsthmusError, UpstreamStreamError
+from isthmus.ir import Operation, Usage
+from isthmus.ir import Protocol as WireProtocol
+from isthmus.protocols import convert, openai_chat
+from isthmus.protocols.base import EventClass, rewrite_json_model
+from isthmus.protocols.sse import SSEEvent
+from isthmus.relay import wire
+
+
+class StreamAdapter(Protocol):
+    """One upstream stream seen from the relay: what to send the client, and the billing facts."""
+
+    raw_chunks: bool  # after the commit point, upstream chunks may be forwarded byte for byte
+
+    @property
+    def usage(self) -> Usage: ...
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+    @property
+    def completed(self) -> bool: ...
+
+    @property
+    def error(self) -> UpstreamStreamError | None: ...
+
+    def take(self, event: SSEEvent) -> tuple[bytes, EventClass]:
+        """The client bytes for one upstream event (maybe empty) and how the event counts."""
+        ...
+
+    def finish(self) -> bytes:
+        """Bytes owed when the upstream byte stream ends."""
+        ...
+
+    def error_event(self, err: IsthmusError) -> bytes: ...
+
+
+class PassthroughStream:
+    """Same protocol: events go out as they came; only OpenAI's extra usage chunk may be hidden."""
+
+    __slots__ = ("_client", "_hide_usage", "_inspector", "raw_chunks")
+
+    def __init__(self, protocol: WireProtocol, hide_usage: bool) -> None:
+        self._inspector = wire.new_inspector(protocol)
+        self._client = protocol
+        self._hide_usage = hide_usage
+        self.raw_chunks = not hide_usage
+
+    @property
+    def usage(self) -> Usage:
+        return self._inspector.usage
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._inspector.finish_reason
+
+    @property
+    def completed(self) -> bool:
+        return self._inspector.completed
+
+    @property
+    def error(self) -> UpstreamStreamError | None:
+        return self._inspector.error
+
+    def take(self, event: SSEEvent) -> tuple[bytes, EventClass]:
+        kind = self._inspector.inspect(event)
+        if kind is EventClass.USAGE_ONLY and self._hide_usage:
+            return b"", kind
+        return event.raw, kind
+
+    def finish(self) -> bytes:
+        return b""
+
+    def error_event(self, err: IsthmusError) -> bytes:
+        return wire.stream_error_event(self._client, err)
+
+
+class ConvertingStream:
+    """Another protocol: each upstream event is decoded to IR events and re-encoded for the client."""
+
+    __slots__ = ("_seen_content", "_translator", "raw_chunks")
+
+    def __init__(self, src: WireProtocol, dst: WireProtocol, *, model: str, include_usage: bool) -> None:
+        self._translator = convert.StreamTranslator(src, dst, model=model, include_usage=include_usage)
+        self._seen_content = False
+        self.raw_chunks = False
+
+    @property
+    def usage(self) -> Usage:
+        return self._translator.usage
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._translator.finish_reason
+
+    @property
+    def completed(self) -> bool:
+        return self._translator.completed
+
+    @property
+    def error(self) -> UpstreamStreamError | None:
+        return self._translator.upstream_error
+
+    def take(self, event: SSEEvent) -> tuple[bytes, EventClass]:
+        translator = self._translator
+        out = translator.feed(event)
+        if translator.upstream_error is not None:
+            return out, EventClass.ERROR
+        if translator.saw_content and not self._seen_content:
+            self._seen_content = True
+            return out, EventClass.CONTENT
+        if translator.completed:
+            return out, EventClass.DONE
+        return out, EventClass.CONTENT if self._seen_content else EventClass.META
+
+    def finish(self) -> bytes:
+        return self._translator.finish()
+
+    def error_event(self, err: IsthmusError) -> bytes:
+        return self._translator.error(err)
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+class Adapter:
+    """How one attempt talks to its upstream: passthrough when protocols match, else conversion."""
+
+    __slots__ = ("client", "converting", "hide_usage", "operation", "public_model", "upstream")
+
+    def __init__(
+        self, client: WireProtocol, upstream: WireProtocol, operation: Operation, public_model: str
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.operation = operation
+        self.public_model = public_model
+        self.converting = client is not upstream
+        self.hide_usage = False
+
+    def request_body(self, body: dict[str, Any], raw: bytes, upstream_model: str, stream: bool) -> bytes:
+        """The body for the upstream. Raises ``InvalidRequestError`` when a conversion would change
+        the meaning of the request."""
+        if self.converting:
+            converted = convert.convert_request(
+                self.client, self.upstream, body, model=upstream_model, stream=stream
+            )
+            return orjson.dumps(converted)
+        if self.client is WireProtocol.GEMINI:
+            return raw  # the model travels in the URL
+        if self.client is WireProtocol.OPENAI_CHAT and self.operation is Operation.GENERATE:
+            new_body, asked = openai_chat.rewrite_request(raw, upstream_model, stream=stream, parsed=body)
+            self.hide_usage = stream and not asked
+            return new_body
+        return rewrite_json_model(raw, upstream_model, body)
+
+    def response_body(self, parsed: dict[str, Any] | None, data: bytes) -> bytes:
+        if not self.converting or parsed is None:
+            return data
+        return orjson.dumps(
+            convert.convert_response(self.upstream, self.client, parsed, model=self.public_model)
+        )
+
+    def stream(self, body: dict[str, Any]) -> StreamAdapter:
+        if self.converting:
+            return ConvertingStream(
+                self.upstream, self.client, model=self.public_model, include_usage=_include_usage(body)
+            )
+        return PassthroughStream(self.upstream, self.hide_usage)
