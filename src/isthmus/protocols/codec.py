@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as Interface
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -107,8 +108,6 @@ def parse_data_url(url: str) -> tuple[str | None, str] | None:
     params = match.group(2)
     payload = match.group(3)
     if ";base64" not in params:
-        from urllib.parse import unquote_to_bytes
-
         payload = base64.b64encode(unquote_to_bytes(payload)).decode()
     return media_type, payload
 
