@@ -144,6 +144,10 @@ _SNAKE = {
     "response_schema": "responseSchema",
     "response_json_schema": "responseJsonSchema",
     "thinking_config": "thinkingConfig",
+    # google-genai (Python) sends thinkingConfig's own fields in snake_case
+    "include_thoughts": "includeThoughts",
+    "thinking_budget": "thinkingBudget",
+    "thinking_level": "thinkingLevel",
 }
 # Extension keys this codec sets for itself (never sent).
 _SCHEMA_FIELD = "_schema_field"  # "responseSchema" when the client used it instead of responseJsonSchema
