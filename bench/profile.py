@@ -71,10 +71,15 @@ def top_functions(folded: str, limit: int) -> tuple[int, dict[str, list[tuple[st
         packages[frames[-1][1]] += count
         for name in {f[0] for f in frames}:
             incl_counts[name] += count
+    # Frames on every stack (the CLI, uvicorn's loop runner) say nothing: leave them out.
+    trunk = {name for name, n in incl_counts.items() if n >= 0.99 * total}
+    inclusive = [(name, n) for name, n in incl_counts.most_common() if name not in trunk][:limit]
+    own = [(name, n) for name, n in incl_counts.most_common() if name not in trunk and "(isthmus/" in name]
     return total, {
         "Self time by package": packages.most_common(),
         "Self time by function (where the CPU is spent)": self_counts.most_common(limit),
-        "Inclusive time by function (the function and everything it calls)": incl_counts.most_common(limit),
+        "Inclusive time by function (the function and everything it calls)": inclusive,
+        "Inclusive time of Isthmus's own functions": own[:limit],
     }
 
 
@@ -94,6 +99,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", default=str(BENCH_DIR / "results"))
+    parser.add_argument("--isthmus-ref", help="profile this git revision of src/ (default: the working tree)")
     args = parser.parse_args()
     wrk = shutil.which("wrk")
     py_spy = Path(sys.executable).parent / "py-spy"
@@ -117,7 +123,7 @@ def main() -> None:
     try:
         lab.start_upstream()
         if args.target == "isthmus":
-            lab.start_isthmus(wrap=wrap)
+            lab.start_isthmus(wrap=wrap, ref=args.isthmus_ref)
         else:
             lab.start_passthrough(wrap=wrap)
         scenarios = [s for s in build_scenarios(lab, [args.target]) if s.mode == args.mode]

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,14 +66,14 @@ def lab_session(args: argparse.Namespace) -> Iterator[Lab]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def start_targets(lab: Lab, names: list[str], prefer_nginx: bool) -> str:
+def start_targets(lab: Lab, names: list[str], prefer_nginx: bool, isthmus_ref: str | None = None) -> str:
     upstream = lab.start_upstream(prefer_nginx=prefer_nginx)
     log(f"fake upstream: {upstream} on {lab.upstream_url}")
-    starters = {
+    starters: dict[str, Callable[[], object]] = {
         "nginx": lab.start_nginx_proxy,
         "litellm": lab.start_litellm,
         "passthrough": lab.start_passthrough,
-        "isthmus": lab.start_isthmus,
+        "isthmus": lambda: lab.start_isthmus(ref=isthmus_ref),
     }
     for name in names:
         server = TARGETS[name].server
@@ -104,10 +104,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     if "direct" not in names:
         names.insert(0, "direct")
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
-    env = report.environment()
+    env = report.environment(args.isthmus_ref)
     clock = time.monotonic()
     with lab_session(args) as lab:
-        upstream = start_targets(lab, names, prefer_nginx=not args.python_upstream)
+        upstream = start_targets(lab, names, not args.python_upstream, args.isthmus_ref)
         scenarios = build_scenarios(lab, names)
         log("checking answers:")
         check(scenarios, log)
@@ -144,7 +144,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     connections = args.connections or 16
     with lab_session(args) as lab:
-        upstream = start_targets(lab, ["direct", "isthmus"], prefer_nginx=not args.python_upstream)
+        upstream = start_targets(lab, ["direct", "isthmus"], not args.python_upstream, args.isthmus_ref)
         scenarios = build_scenarios(lab, ["isthmus"])
         check(scenarios, log)
         isthmus = lab.servers["isthmus"]
@@ -194,7 +194,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "soak",
         "started_at": started_at,
         "command": shlex.join(["bench/run.py", *sys.argv[1:]]),
-        "environment": report.environment(),
+        "environment": report.environment(args.isthmus_ref),
         "upstream": upstream,
         "seconds": args.soak,
         "connections": connections,
@@ -240,6 +240,7 @@ def main() -> None:
         "--python-upstream", action="store_true", help="use the Python fake upstream, not nginx"
     )
     parser.add_argument("--python-load", action="store_true", help="use the Python closed loop, not wrk")
+    parser.add_argument("--isthmus-ref", help="bench this git revision of src/ (default: the working tree)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch dir (configs, logs)")
     args = parser.parse_args()
     if args.soak:

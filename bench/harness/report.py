@@ -134,7 +134,7 @@ def _run(cmd: list[str]) -> str:
     return (done.stdout + done.stderr).strip()
 
 
-def environment() -> dict[str, Any]:
+def environment(isthmus_ref: str | None = None) -> dict[str, Any]:
     def version(name: str) -> str | None:
         try:
             return importlib.metadata.version(name)
@@ -157,8 +157,8 @@ def environment() -> dict[str, Any]:
         if litellm_py.exists()
         else None
     )
-    commit = _run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = bool(_run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"]))
+    commit = _run(["git", "-C", str(REPO), "rev-parse", "--short", isthmus_ref or "HEAD"])
+    dirty = isthmus_ref is None and bool(_run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"]))
     return {
         "machine": {
             "cpu": cpu,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,8 +141,9 @@ class Lab:
         ]
         self._add("passthrough", argv, port, pin=self.pinning.target)
 
-    def start_isthmus(self, wrap: list[str] | None = None) -> None:
-        """``wrap`` runs the server under another program (a profiler): ``[*wrap, isthmus, serve, …]``."""
+    def start_isthmus(self, wrap: list[str] | None = None, ref: str | None = None) -> None:
+        """``wrap`` runs the server under another program (a profiler): ``[*wrap, isthmus, serve, …]``;
+        ``ref`` runs that git revision's ``src/`` instead of the working tree (others may be mid-edit)."""
         port = procs.free_port()
         conf = self.workdir / "isthmus.yaml"
         values = {
@@ -166,9 +168,22 @@ class Lab:
             "ISTHMUS_WORKERS",
         ):
             os.environ.pop(name, None)
+        if ref is not None:
+            env["PYTHONPATH"] = str(self._export_src(ref))
         isthmus = Path(sys.executable).parent / "isthmus"
         argv = [*(wrap or []), str(isthmus), "serve", "--config", str(conf)]
         self._add("isthmus", argv, port, pin=self.pinning.target, env=env, timeout=60)
+
+    def _export_src(self, ref: str) -> Path:
+        """``git archive REF src`` into the scratch dir; on PYTHONPATH it shadows the editable install."""
+        dest = self.workdir / "isthmus-src"
+        dest.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(BENCH_DIR.parent), "archive", "--format=tar", ref, "src"],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+        return dest / "src"
 
     def start_litellm(self) -> bool:
         binary = litellm_binary()
