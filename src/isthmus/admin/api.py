@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from isthmus.admin.body_limit import BodyLimitMiddleware
 from isthmus.admin.errors import install_error_handlers
-from isthmus.admin.routes import auth, keys, models, providers, system, tenancy
+from isthmus.admin.routes import auth, keys, models, providers, system, tenancy, usage
 from isthmus.admin.services import AdminServices
 
 DESCRIPTION = """\
@@ -36,7 +36,7 @@ def create_admin_api(services: AdminServices) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (auth, tenancy, keys, providers, models, system):
+    for module in (auth, tenancy, keys, providers, models, system, usage):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_admin_body_bytes)
     return app
