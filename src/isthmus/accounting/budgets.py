@@ -269,23 +269,59 @@ def _expiry_of(window: PeriodWindow, label: str) -> int:
     return 0
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetPlan:
+    """Everything a reservation for these subjects needs in one period window (computed once)."""
+
+    subjects: Sequence[BudgetSubject]
+    day_label: str
+    checks: tuple[BudgetCheck, ...]
+    holds: tuple[CounterKey, ...]
+    spend: tuple[CounterKey, ...]
+    spend_expiry: tuple[int, ...]
+
+
+class PlanCache:
+    """Plans by subjects, so the hot path does not rebuild keys and limits for every request.
+
+    Keyed by the identity of the subjects sequence (the relay reuses one ``Subject`` per key per
+    snapshot) and checked against the stored object, so a recycled id can never return a stale plan.
+    """
+
+    def __init__(self, max_entries: int = 8192) -> None:
+        self._plans: dict[int, BudgetPlan] = {}
+        self._max = max_entries
+
+    def plan(self, subjects: Sequence[BudgetSubject], window: PeriodWindow) -> BudgetPlan:
+        cached = self._plans.get(id(subjects))
+        if cached is not None and cached.subjects is subjects and cached.day_label == window.day_label:
+            return cached
+        checks = tuple(plan_checks(subjects, window))
+        spend = spend_keys(subjects, window)
+        plan = BudgetPlan(
+            subjects=subjects,
+            day_label=window.day_label,
+            checks=checks,
+            holds=tuple(c.key for c in checks),
+            spend=spend,
+            spend_expiry=tuple(_expiry_of(window, k[2]) for k in spend),
+        )
+        if len(self._plans) >= self._max:
+            self._plans.clear()
+        self._plans[id(subjects)] = plan
+        return plan
+
+
 def _new_reservation(
-    checks: Sequence[BudgetCheck],
-    subjects: Sequence[BudgetSubject],
-    window: PeriodWindow,
-    usd_nano: int,
-    tokens: int,
-    now: float,
-    ttl: float,
+    plan: BudgetPlan, id_: str, usd_nano: int, tokens: int, now: float, ttl: float
 ) -> Reservation:
-    spend = spend_keys(subjects, window)
     return Reservation(
-        id=os.urandom(9).hex(),
+        id=id_,
         usd_nano=usd_nano,
         tokens=tokens,
-        holds=tuple(c.key for c in checks),
-        spend=spend,
-        spend_expiry=tuple(_expiry_of(window, k[2]) for k in spend),
+        holds=plan.holds,
+        spend=plan.spend,
+        spend_expiry=plan.spend_expiry,
         expires_at=now + ttl,
     )
 
@@ -311,6 +347,7 @@ class MemoryBudgets:
         self.reservation_ttl_s = reservation_ttl_s
         self._counters: dict[CounterKey, _Counter] = {}
         self._expiry: deque[Reservation] = deque()
+        self._plans = PlanCache()
         self._day_label = ""
 
     async def reserve(
@@ -334,9 +371,9 @@ class MemoryBudgets:
             self._rollover(window)
         usd = max(0, usd_to_nano(estimate_usd, round_up=True))
         tokens = max(0, estimate_tokens)
-        checks = plan_checks(subjects, window)
+        plan = self._plans.plan(subjects, window)
         counters = self._counters
-        for check in checks:
+        for check in plan.checks:
             counter = counters.get(check.key)
             used_usd = counter.spent_usd + counter.reserved_usd if counter else 0
             used_tokens = counter.spent_tokens + counter.reserved_tokens if counter else 0
@@ -346,7 +383,7 @@ class MemoryBudgets:
             limit = check.limit_tokens
             if limit is not None and (used_tokens >= limit or used_tokens + tokens > limit):
                 raise budget_error(check, "tokens", used_tokens, tokens, now)
-        reservation = _new_reservation(checks, subjects, window, usd, tokens, now, self.reservation_ttl_s)
+        reservation = _new_reservation(plan, "", usd, tokens, now, self.reservation_ttl_s)
         for key in reservation.holds:
             counter = counters.get(key)
             if counter is None:
@@ -448,6 +485,7 @@ class RedisBudgets:
         self.prefix = prefix
         self.reservation_ttl_s = reservation_ttl_s
         self.scripts = scripts or AccountingScripts(client)
+        self._plans = PlanCache()
 
     def counter_key(self, key: CounterKey) -> str:
         return f"{self.prefix}bud:{key[0]}:{key[1]}:{key[2]}"
@@ -462,8 +500,9 @@ class RedisBudgets:
         window = self.calendar.window(now)
         usd = max(0, usd_to_nano(estimate_usd, round_up=True))
         tokens = max(0, estimate_tokens)
-        checks = plan_checks(subjects, window)
-        reservation = _new_reservation(checks, subjects, window, usd, tokens, now, self.reservation_ttl_s)
+        plan = self._plans.plan(subjects, window)
+        checks = list(plan.checks)
+        reservation = _new_reservation(plan, os.urandom(9).hex(), usd, tokens, now, self.reservation_ttl_s)
         keys: list[str] = []
         args: list[int] = []
         for check in checks:
