@@ -484,5 +484,100 @@ def providers_test(ctx: click.Context, name: str, key_name: str | None) -> None:
     sys.exit(1)
 
 
+# --- usage --------------------------------------------------------------------------------------
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``30d``/``12h``/``90m``/``2w`` ago, or an ISO date/time (no zone means UTC)."""
+    now = now or utcnow()
+    match = _DURATION.match(text.strip().lower())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return now - timedelta(**{_DURATION_UNITS[unit]: amount})
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration ago (30d, 12h, 90m, 2w) nor an ISO date/time"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=now.tzinfo)
+
+
+@main.group()
+def usage() -> None:
+    """Read usage records."""
+
+
+@usage.command("export")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The YAML config file (overrides the global --config).",
+)
+@click.option("--since", help="Records from this time on: a duration ago (30d, 12h) or an ISO date/time.")
+@click.option("--until", help="Records before this time: a duration ago or an ISO date/time.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json"]),
+    required=True,
+    help="csv: a header row, then one row per record. json: one JSON object per record per line.",
+)
+@click.option("--model", help="Only records of this public model.")
+@click.option("--key", "key_name", help="Only records of this gateway key (by name or id).")
+@click.option("--user", "username", help="Only records of this user (by username).")
+@click.pass_context
+def usage_export(
+    ctx: click.Context,
+    config_path: Path | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    model: str | None,
+    key_name: str | None,
+    username: str | None,
+) -> None:
+    """Write usage records to stdout, oldest first, streamed as they are read.
+
+    Each record has the fields of a usage record: ids and names of the key, user, team, provider and
+    provider key; models requested and upstream; protocols; status; tokens by kind; list and actual
+    cost (exact decimals); the prices billed; latency, time to first token and attempts.
+    """
+    from isthmus.accounting.reporting import ExportFormat, UsageFilters
+    from isthmus.admin.services import CLI_ACTOR
+    from isthmus.admin.services import keys as key_service
+    from isthmus.admin.services import usage as usage_service
+    from isthmus.store import repos
+
+    state: CliState = ctx.obj
+    url = state.database_url(state.settings(config=config_path))
+    start = parse_since(since) if since else None
+    end = parse_since(until) if until else None
+    out = sys.stdout.buffer
+    export_format: ExportFormat = "csv" if fmt == "csv" else "json"
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> None:
+        filters = UsageFilters(model=model)
+        if key_name is not None or username is not None:
+            async with sessions() as session:
+                if key_name is not None:
+                    filters.key_id = (await key_service.find_key(session, CLI_ACTOR, key_name)).id
+                if username is not None:
+                    filters.user_id = (await repos.users.get_by_name(session, username)).id
+        stream = usage_service.export_stream(
+            sessions, CLI_ACTOR, export_format, since=start, until=end, filters=filters
+        )
+        async for piece in stream:
+            out.write(piece)
+            out.flush()
+
+    try:
+        _run(lambda: _with_database(url, work))
+    except BrokenPipeError:
+        # The reader went away (`| head`); nothing left to say.
+        sys.stderr.close()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
