@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -155,11 +156,18 @@ _CONTENT_TYPES = {
 
 async def _start_runtime(settings: Settings, file_config: FileConfig | None, metrics: Metrics) -> Runtime:
     """Open the store, apply the config file, load the snapshot and build the request path."""
+    import redis.asyncio as aioredis
+
+    from isthmus.accounting import Accountant, SpendTotal, builtin_prices
+    from isthmus.accounting.retention import RetentionTask
+    from isthmus.accounting.rollups import current_spend
+    from isthmus.accounting.writer import UsageWriter
     from isthmus.admin import AdminServices, create_admin_api, ensure_first_admin
     from isthmus.crypto import SecretBox, load_or_create_secret_key
     from isthmus.invalidation import SnapshotInvalidator
     from isthmus.providers.http import new_client_session
     from isthmus.providers.registry import build_providers
+    from isthmus.relay.billing import Billing
     from isthmus.relay.state import GatewayState, StateHolder, build_state
     from isthmus.routing.affinity import AffinityCache
     from isthmus.routing.health import MemoryHealth
@@ -193,6 +201,11 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     scheduling = file_config.scheduling if file_config else "provider_priority"
     max_attempts = file_config.max_attempts if file_config else 3
     log_detail = file_config.log_detail if file_config else "base"
+    builtin = builtin_prices()
+    redis_url = settings.redis_url or (file_config.redis_url if file_config else None)
+    redis = aioredis.from_url(redis_url) if redis_url else None
+    if redis is not None:
+        closers.append(redis.aclose)
 
     async def load() -> GatewayState:
         async with sessions() as session:
@@ -206,16 +219,24 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
             scheduling=scheduling,
             max_attempts=max_attempts,
             log_detail=log_detail,
+            builtin=builtin,
         )
 
     holder: StateHolder | None = None
     holder = StateHolder(await load())
+    accountant = Accountant.create(holder.current.prices, tz=settings.timezone, redis=redis)
+    async with sessions() as session:
+        spend = await current_spend(session, tz=ZoneInfo(settings.timezone))
+    await accountant.budgets.load_spend(
+        SpendTotal(r.entity_type, r.entity_id, r.period, r.period_start, r.usd, r.tokens)  # type: ignore[arg-type]
+        for r in spend
+    )
 
     async def reload_local() -> None:
         assert holder is not None
         holder.swap(await load())
+        accountant.prices = holder.current.prices
 
-    redis_url = settings.redis_url or (file_config.redis_url if file_config else None)
     invalidator = SnapshotInvalidator(redis_url, reload_local)
     invalidator.start()
     closers.append(invalidator.close)
@@ -228,13 +249,14 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     http = new_client_session()
     closers.append(http.close)
     providers = build_providers(http)
+    writer = UsageWriter(sessions, settings.data_dir / "spool", spend_timezone=ZoneInfo(settings.timezone))
+    writer.start()
+    closers.append(lambda: writer.stop(settings.shutdown_grace))
+    retention = RetentionTask(sessions)
+    retention.start()
+    closers.append(retention.stop)
     relay = Relay(
-        holder,
-        providers,
-        max_body_bytes=settings.max_body_bytes,
-        recorder=lambda ctx: metrics.observe_request(
-            ctx.protocol_in.value, ctx.model or "", ctx.status, ctx.elapsed_ms()
-        ),
+        holder, providers, Billing(accountant, writer, metrics), max_body_bytes=settings.max_body_bytes
     )
 
     def health_statuses() -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
+    # Calendar periods of budgets (daily, monthly) and usage rollups are counted in this zone.
+    timezone: str = "UTC"
     admin_username: str | None = None
     admin_password: str | None = None
     # Seconds in-flight requests and streams get to finish after SIGTERM.

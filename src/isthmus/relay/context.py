@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from isthmus.accounting import Admission, Subject
 from isthmus.ir import Operation, Protocol, Usage
 
 
@@ -20,6 +21,7 @@ class Outcome(StrEnum):
     UPSTREAM_ERROR = "upstream_error"  # every candidate failed
     CUT = "cut"  # the upstream broke the stream after it was committed
     DISCONNECTED = "disconnected"  # the client went away
+    REFUSED = "refused"  # a rate limit or budget refused it before any upstream was called
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +37,21 @@ class Principal:
     expires_at: float | None  # unix seconds
     active: bool
     route_hash: int  # stable spread of this key across equal upstream candidates
+    subject: Subject | None = None  # limits and budgets of the key, its user and team
 
 
 @dataclass(slots=True)
 class Attempt:
     candidate: str  # "provider/key:upstream-model"
     provider_id: int
+    provider_name: str
     key_id: int
+    key_name: str
     upstream_model: str
     protocol: Protocol
     started: float
+    cost_multiplier: float = 1.0
+    free_tier: bool = False
     latency_ms: float = 0.0
     status: int | None = None  # upstream HTTP status, when one arrived
     error: str | None = None
@@ -78,11 +85,16 @@ class RequestContext:
     estimated: bool = False  # usage counted locally rather than reported by the upstream
     client_gone: bool = False
     finished: bool = False  # the response is complete; a disconnect from now on is not a cut
+    committed: bool = False  # the answer (or its first bytes) reached the client
+    events_relayed: int = 0  # stream events sent after the commit point (an output estimate)
+    secret: str | None = field(default=None, repr=False)  # the presented key, to redact it from logs
+    admission: Admission | None = None
+    log_capture: object | None = None  # a billing.LogCapture above the base log level
 
     @property
     def final_attempt(self) -> Attempt | None:
         for attempt in reversed(self.attempts):
-            if attempt.skipped is None:
+            if attempt.skipped is None and attempt.error is None:
                 return attempt
         return None
 

@@ -12,11 +12,13 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
+from isthmus.accounting.records import LogLevel
+from isthmus.accounting.request_logs import effective_level
 from isthmus.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -39,6 +41,7 @@ from isthmus.providers.errors import http_error, redact_secret
 from isthmus.relay import wire
 from isthmus.relay.adapt import Adapter, StreamAdapter
 from isthmus.relay.asgi import ClientGone, RawHeaders, Receive, Scope, Send, header_map, read_body, send_bytes
+from isthmus.relay.billing import Billing, LogCapture
 from isthmus.relay.context import Attempt, Outcome, Principal, RequestContext, new_request_id
 from isthmus.relay.doors import Door, list_models_shape
 from isthmus.relay.responses_owners import ResponseOwners
@@ -46,9 +49,6 @@ from isthmus.relay.state import StateHolder
 from isthmus.routing.failover import classify
 from isthmus.routing.model import Candidate, Requirements, passthrough_only
 from isthmus.routing.router import RoutePlan
-
-Recorder = Callable[[RequestContext], None]
-Admission = Callable[[RequestContext, bytes], Awaitable[None]]
 
 # Client headers forwarded upstream: protocol version and feature flags, never credentials.
 _FORWARD_HEADERS = frozenset({"anthropic-version", "anthropic-beta", "openai-beta"})
@@ -93,16 +93,14 @@ class Relay:
         self,
         holder: StateHolder,
         providers: Mapping[str, Provider],
+        billing: Billing,
         *,
         max_body_bytes: int,
-        recorder: Recorder,
-        admission: Admission | None = None,
     ) -> None:
         self._holder = holder
         self._providers = providers
+        self._billing = billing
         self._max_body = max_body_bytes
-        self._record = recorder
-        self._admit = admission
         self.owners = ResponseOwners()
 
     # --- entry points ----------------------------------------------------------------------
@@ -114,10 +112,16 @@ class Relay:
         )
         query = scope.get("query_string", b"").decode("latin-1")
         watcher: asyncio.Task[None] | None = None
+        state = self._holder.current
         try:
-            ctx.principal = self._authenticate(headers, query)
+            ctx.principal = self._authenticate(headers, query, ctx)
             raw = await read_body(receive, self._max_body)
             ctx.request_bytes = len(raw)
+            level = effective_level(state.log_detail, ctx.principal.log_detail)
+            if level is not LogLevel.BASE:
+                capture = LogCapture(level, headers, raw, state.redactor.longest_secret)
+                ctx.log_capture = capture
+                send = capture.wrap(send)
             watcher = self._watch_disconnect(receive, ctx)
             if door.operation in (Operation.RESPONSE_GET, Operation.RESPONSE_DELETE):
                 await self._resource(ctx, door, headers, query, send)
@@ -137,7 +141,7 @@ class Relay:
             ctx.finished = True
             if watcher is not None:
                 watcher.cancel()
-            self._record(ctx)
+            await self._billing.finish(ctx, state)
 
     async def list_models(self, scope: Scope, send: Send, path: str, hint: Protocol | None) -> None:
         headers = header_map(scope)
@@ -161,7 +165,9 @@ class Relay:
             return rid
         return new_request_id()
 
-    def _authenticate(self, headers: Mapping[str, str], query: str) -> Principal:
+    def _authenticate(
+        self, headers: Mapping[str, str], query: str, ctx: RequestContext | None = None
+    ) -> Principal:
         secret = extract_api_key(headers, query)
         if not secret:
             raise AuthenticationError(
@@ -169,6 +175,8 @@ class Relay:
             )
         digest = hashlib.sha256(secret.encode()).hexdigest()
         principal = self._holder.current.principals.get(digest)
+        if ctx is not None:
+            ctx.secret = secret
         if principal is None:
             raise AuthenticationError("invalid API key")
         if not principal.active:
@@ -207,8 +215,7 @@ class Relay:
             raise PermissionDeniedError(f"this API key may not use model {model!r}")
         if model not in state.models:
             raise NotFoundError(f"model {model!r} does not exist", param="model", code="model_not_found")
-        if self._admit is not None:
-            await self._admit(ctx, raw)
+        await self._billing.admit(ctx, door.protocol, body)
         requirements = Requirements(
             client_protocol=door.protocol,
             needs_context_1m="context-1m" in headers.get("anthropic-beta", ""),
@@ -260,6 +267,14 @@ class Relay:
             if not router.claim(plan, cand, time.monotonic()):
                 ctx.attempts.append(_attempt(cand, skipped="unavailable (probe in progress or cooling down)"))
                 continue
+            lease = None
+            key = cand.key
+            if key.rpm is not None or key.tpm is not None or key.concurrency is not None:
+                lease = await self._billing.accountant.try_acquire_provider_key(key.id, key)
+                if lease is None:
+                    router.release(cand)
+                    ctx.attempts.append(_attempt(cand, skipped="limit:provider_key"))
+                    continue
             made += 1
             attempt = _attempt(cand)
             ctx.attempts.append(attempt)
@@ -293,6 +308,9 @@ class Relay:
                 # Cancelled (client gone) or a bug: the candidate's outcome is unknown.
                 router.release(cand)
                 raise
+            finally:
+                if lease is not None:
+                    await self._billing.accountant.release_provider_key(lease, ctx.usage.total_tokens)
         if last is None and refusal is not None:
             raise refusal
         if last is None:
@@ -358,6 +376,7 @@ class Relay:
         content_type = b"application/json" if adapter.converting else _content_type(resp)
         headers = self._base_headers(ctx)
         ctx.ttft_ms = ctx.elapsed_ms()
+        ctx.committed = True
         await send_bytes(send, resp.status, body, headers, content_type)
 
     async def _count_locally(self, ctx: RequestContext, door: Door, body: dict[str, Any], send: Send) -> None:
@@ -423,6 +442,7 @@ class Relay:
         content_type = _content_type(resp) if stream.raw_chunks else b"text/event-stream"
         headers.append((b"content-type", content_type))
         headers.append((b"cache-control", b"no-cache"))
+        ctx.committed = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         ctx.ttft_ms = ctx.elapsed_ms()
         try:
@@ -451,6 +471,7 @@ class Relay:
         take = stream.take
         async for chunk in chunks:
             events = parser.feed(chunk)
+            ctx.events_relayed += len(events)
             if stream.raw_chunks:
                 for event in events:
                     take(event)
@@ -557,10 +578,14 @@ def _attempt(cand: Candidate, skipped: str | None = None) -> Attempt:
     return Attempt(
         candidate=cand.label,
         provider_id=cand.endpoint.provider_id,
+        provider_name=cand.endpoint.provider_name,
         key_id=cand.key.id,
+        key_name=cand.key.name,
         upstream_model=cand.upstream_model,
         protocol=cand.protocol,
         started=time.perf_counter(),
+        cost_multiplier=cand.key.cost_multiplier,
+        free_tier=cand.endpoint.free_tier,
         skipped=skipped,
     )
 

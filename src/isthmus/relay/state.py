@@ -4,8 +4,10 @@ queried from the database per request."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from isthmus.accounting import BuiltinPrices, PriceBook, Subject
+from isthmus.accounting.request_logs import Redactor
 from isthmus.config.schema import SchedulingMode, Timeouts
 from isthmus.ir import Protocol
 from isthmus.protocols.base import ModelInfo
@@ -23,10 +25,11 @@ class GatewayState:
     router: Router
     models: Mapping[str, ModelEntry]
     model_infos: tuple[ModelInfo, ...]
+    prices: PriceBook
+    redactor: Redactor  # masks every provider secret of this snapshot in stored logs
     max_attempts: int = 3
     log_detail: str = "base"
     version: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
     def visible_models(self, principal: Principal) -> list[ModelInfo]:
         allowed = principal.allowed_models
@@ -46,7 +49,9 @@ class StateHolder:
         self.current = state
 
 
-def _principal(row: GatewayKeyRow) -> Principal:
+def _principal(row: GatewayKeyRow, rows: SnapshotRows) -> Principal:
+    user = rows.users.get(row.user_id) if row.user_id is not None else None
+    team = rows.teams.get(row.team_id) if row.team_id is not None else None
     return Principal(
         key_id=row.id,
         key_name=row.name,
@@ -55,8 +60,9 @@ def _principal(row: GatewayKeyRow) -> Principal:
         allowed_models=frozenset(row.allowed_models) if row.allowed_models is not None else None,
         log_detail=row.log_detail,
         expires_at=row.expires_at.timestamp() if row.expires_at is not None else None,
-        active=row.status == "active",
+        active=row.status == "active" and not (user is not None and user.disabled),
         route_hash=row.id,
+        subject=Subject.from_rows(row, user, team),
     )
 
 
@@ -108,6 +114,7 @@ def build_state(
     scheduling: SchedulingMode,
     max_attempts: int,
     log_detail: str,
+    builtin: BuiltinPrices | None = None,
 ) -> GatewayState:
     """Turn store rows into the lookup tables of the request path (one pass, no I/O)."""
     endpoints = {pid: _endpoint(p) for pid, p in rows.providers.items()}
@@ -144,11 +151,12 @@ def build_state(
     table = RoutingTable(entries.values(), keys_by_provider, scheduling)
     router = previous.with_table(table) if previous is not None else Router(table, health, affinity)
     return GatewayState(
-        principals={h: _principal(k) for h, k in rows.gateway_keys.items()},
+        principals={h: _principal(k, rows) for h, k in rows.gateway_keys.items()},
         router=router,
         models={name: entry for name, entry in entries.items() if entry.enabled},
         model_infos=tuple(sorted(infos, key=lambda m: m.id)),
+        prices=PriceBook.from_snapshot(rows, builtin),
+        redactor=Redactor(k.secret for p in rows.providers.values() for k in p.keys),
         max_attempts=max_attempts,
         log_detail=log_detail,
-        extra={"rows": rows},
     )
