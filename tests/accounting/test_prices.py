@@ -263,3 +263,19 @@ def test_unknown_models_flags_unpriced_routes() -> None:
         "no-routes": (),
     }
     assert "future-only" not in book.unknown_models(at + timedelta(days=4))
+
+
+def test_estimate_price_before_routing() -> None:
+    book = PriceBook(
+        {
+            "fast": model_row("fast", ("gpt-4o-mini", "claude-haiku-4-5-20251001", "self-hosted")),
+            "house": model_row("house", ("gpt-4o",), (price_row(3, utc(2026, 1, 1)),)),
+            "unpriced": model_row("unpriced", ("self-hosted",)),
+        }
+    )
+    fast = book.estimate_price("fast", NOW)
+    assert fast is not None and fast.ref == "builtin:claude-haiku-4-5"  # the dearer of the two routes
+    assert book.estimate_price("house", NOW).ref == "price:3"  # type: ignore[union-attr]
+    assert book.estimate_price("gpt-4.1", NOW).ref == "builtin:gpt-4.1"  # type: ignore[union-attr]
+    assert book.estimate_price("unpriced", NOW) is None
+    assert book.estimate_price("not-a-model", NOW) is None

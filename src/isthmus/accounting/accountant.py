@@ -1,10 +1,10 @@
 """The relay's one entry point to accounting: admit before the call, settle (or release) after.
 
 ``admit`` estimates the request (body bytes / 4 prompt tokens, the request's max output tokens or a
-default cap, the public model's price), reserves that against every budget of the key, user and team
-and takes a rate-limit lease — all or nothing. With both backends on the same Redis client this is one
-``ADMIT`` script (one round trip); ``settle``/``release`` is one ``FINISH``. With the memory backends
-nothing awaits, so no task switch happens inside.
+default cap, the public model's price or else its dearest route's), reserves that against every
+budget of the key, user and team and takes a rate-limit lease — all or nothing. With both backends
+on the same Redis client this is one ``ADMIT`` script (one round trip); ``settle``/``release`` is one
+``FINISH``. With the memory backends nothing awaits, so no task switch happens inside.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class Admission:
     model: str
     lease: Lease
     reservation: Reservation
-    price: ResolvedPrice | None  # the price the estimate used (the public model's)
+    price: ResolvedPrice | None  # the price the estimate used (``PriceBook.estimate_price``)
     estimate_usd: Decimal
     estimate_tokens: int
     admitted_at: float
@@ -174,7 +174,7 @@ class Accountant:
     ) -> Admission:
         """Reserve budget and take rate-limit slots, or raise ``BudgetExceededError``/``RateLimitedError``."""
         at = time.time() if now is None else now
-        price = self.prices.price_for(model, None, datetime.fromtimestamp(at, UTC))
+        price = self.prices.estimate_price(model, datetime.fromtimestamp(at, UTC))
         prompt = estimate_prompt_tokens(body_size)
         tokens = prompt + estimate_output_tokens(max_output_tokens, self.default_max_output_tokens)
         usd = estimate_cost(

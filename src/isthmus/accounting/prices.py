@@ -358,6 +358,28 @@ class PriceBook:
                 return price
         return self._builtin.price(public_model, at)
 
+    def estimate_price(self, public_model: str, at: datetime) -> ResolvedPrice | None:
+        """The price to estimate a request with before routing picks an upstream.
+
+        The public model's own price (configured, else built-in); failing that, the dearest built-in
+        price among its routes' upstream models, so a reservation errs high rather than at 0.
+        """
+        price = self.price_for(public_model, None, at)
+        if price is not None:
+            return price
+        model = self._models.get(public_model)
+        if model is None:
+            return None
+        best: ResolvedPrice | None = None
+        for route in model.routes:
+            candidate = self._builtin.price(route.upstream_model, at)
+            if candidate is not None and (
+                best is None
+                or candidate.rates.input + candidate.rates.output > best.rates.input + best.rates.output
+            ):
+                best = candidate
+        return best
+
     def unknown_models(self, at: datetime | None = None) -> dict[str, tuple[str, ...]]:
         """Public models that would bill some route at 0, with the upstream models left unpriced.
 
