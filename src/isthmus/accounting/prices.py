@@ -4,7 +4,7 @@
 
 1. the price configured for the public model (config file or admin API, ``ModelRow.prices``) that is
    in force at ``at`` — the store never rewrites a price, a change is a new effective-dated row;
-2. the built-in price of the upstream model name (``data/prices.yaml``);
+2. the built-in price of the upstream model name (``prices.yaml`` beside this module);
 3. the built-in price of the public model name;
 4. nothing: the model is unknown, costs 0 and is flagged (``unknown_models``).
 
@@ -312,7 +312,7 @@ def _builtin_price(name: str, item: dict[str, Any]) -> ResolvedPrice:
 @functools.cache
 def builtin_prices() -> BuiltinPrices:
     """The packaged list, read on first use (never at import)."""
-    text = resources.files("isthmus.accounting").joinpath("data/prices.yaml").read_text(encoding="utf-8")
+    text = resources.files("isthmus.accounting").joinpath("prices.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
     return BuiltinPrices.from_mapping(data)
 
