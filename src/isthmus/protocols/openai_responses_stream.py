@@ -56,7 +56,6 @@ from isthmus.protocols.openai_responses_parts import (
     STOP_TO_WIRE,
     PartsBuilder,
     ToolNames,
-    _summary,
     call_part,
     custom_arguments,
     item_id,
@@ -482,7 +481,6 @@ class ResponsesStreamEncoder:
             item = message_item(item_id, [text], done=True)
         elif open_item.kind == "reasoning":
             item = self._reasoning_done(open_item, final)
-            summary = "".join(s["text"] for s in item["summary"])
             if open_item.text:
                 out += self._event(
                     "response.reasoning_summary_text.done", summary_index=0, text=open_item.text, **at
@@ -493,8 +491,6 @@ class ResponsesStreamEncoder:
                     part={"type": "summary_text", "text": open_item.text},
                     **at,
                 )
-            elif summary:  # the summary only came with the finished part
-                item["summary"] = _summary([summary])
         else:
             part = open_item.part
             assert isinstance(part, ToolCallPart)
@@ -519,10 +515,7 @@ class ResponsesStreamEncoder:
         elif isinstance(part, EncryptedReasoningPart) and not part.summary and open_item.text:
             part = replace(part, summary=[open_item.text])
         assert isinstance(part, ThinkingPart | EncryptedReasoningPart)
-        item = reasoning_item(part, open_item.item["id"])
-        if open_item.text:
-            item["summary"] = _summary([open_item.text])
-        return item
+        return reasoning_item(part, open_item.item["id"])
 
     def _finish(self, event: Finish) -> bytes:
         out = b""
