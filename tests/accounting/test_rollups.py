@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounting.usage_samples import make_bundle
+from isthmus.accounting.budgets import MemoryBudgets, nano_to_usd, usd_to_nano
+from isthmus.accounting.records import UsageRecord
 from isthmus.accounting.rollups import (
     TOTAL_PERIOD_START,
     SpendDelta,
@@ -21,10 +23,12 @@ from isthmus.accounting.rollups import (
     fold_spend,
     hour_of,
     latency_bucket,
+    load_spend_totals,
     percentile_ms,
     period_start,
     upsert_spend,
 )
+from isthmus.accounting.writer import write_batch
 from isthmus.store.db import create_engine, session_factory
 from isthmus.store.usage_tables import LATENCY_BOUNDS_MS
 
@@ -127,3 +131,36 @@ async def test_spend_upserts_add_and_current_spend_reads_this_period(engine: Asy
         ("team", 7, "monthly"): (Decimal("30.75"), 3000),
         ("team", 7, "total"): (Decimal("150.000000000003"), 15000),
     }
+
+
+async def test_written_spend_seeds_the_budget_counters_in_their_time_zone(engine: AsyncEngine) -> None:
+    # Records written by the writer in Paris time, read back at start-up by the in-memory budgets.
+    sessions = session_factory(engine)
+    now = utc(2026, 4, 30, 22, 30)  # already May 1st in Paris
+    bundles = [
+        make_bundle(i, key_id=4, user_id=8, team_id=None, started_at=now - timedelta(minutes=i))
+        for i in range(40)
+    ]
+    for b in bundles:
+        b.usage.team_id = None
+    async with sessions() as session, session.begin():
+        await write_batch(session, bundles, PARIS)
+    async with sessions() as session:
+        totals = await load_spend_totals(session, PARIS, now)
+    budgets = MemoryBudgets("Europe/Paris")
+    await budgets.load_spend(totals, now.timestamp())
+
+    def spent(records: list[UsageRecord]) -> tuple[Decimal, int]:
+        # Budget counters hold whole nano-dollars.
+        usd = sum((r.actual_cost for r in records), Decimal(0))
+        return nano_to_usd(usd_to_nano(usd)), sum(r.total_tokens for r in records)
+
+    may = [b.usage for b in bundles if b.usage.started_at >= utc(2026, 4, 30, 22)]
+    assert 0 < len(may) < len(bundles)
+    for period, expected in (
+        ("daily", spent(may)),
+        ("monthly", spent(may)),
+        ("total", spent([b.usage for b in bundles])),
+    ):
+        counter = await budgets.counter("key", 4, period, now.timestamp())  # type: ignore[arg-type]
+        assert (counter.spent_usd, counter.spent_tokens) == expected, period

@@ -14,12 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from isthmus.accounting.budgets import EntityType, Period, SpendTotal
 from isthmus.accounting.records import ERROR_STATUSES, UsageRecord, as_utc
 from isthmus.store.usage_tables import (
     LATENCY_BOUNDS_MS,
@@ -294,6 +295,23 @@ async def current_spend(
     ]
 
 
+async def load_spend_totals(
+    session: AsyncSession, tz: tzinfo = UTC, now: datetime | None = None
+) -> list[SpendTotal]:
+    """:func:`current_spend` as the budgets' ``SpendTotal`` rows, ready for ``Budgets.load_spend``."""
+    return [
+        SpendTotal(
+            cast(EntityType, r.entity_type),
+            r.entity_id,
+            cast(Period, r.period),
+            r.period_start,
+            r.usd,
+            r.tokens,
+        )
+        for r in await current_spend(session, now, tz)
+    ]
+
+
 # Used by reporting to sum bucket columns; kept here with the rest of the histogram logic.
 def bucket_sums() -> list[Any]:
     return [func.coalesce(func.sum(usage_hourly.c[name]), 0).label(name) for name in LATENCY_BUCKET_COLUMNS]
@@ -336,6 +354,7 @@ __all__ = [
     "fold_spend",
     "hour_of",
     "latency_bucket",
+    "load_spend_totals",
     "percentile_ms",
     "period_start",
     "upsert_rollups",
