@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from isthmus.accounting import Accountant
 from isthmus.accounting.records import AttemptRecord, LogLevel, RecordBundle, UsageRecord
 from isthmus.accounting.request_logs import BodyCapture, build_request_log, redact_errors
@@ -85,6 +87,10 @@ class Billing:
         except RateLimitedError:
             ctx.outcome = Outcome.REFUSED
             raise
+        except (RedisError, OSError) as exc:
+            # The shared state is unreachable: serve the request (fail open) rather than turn a Redis
+            # outage into a gateway outage; the usage record still counts it.
+            log.warning("admission skipped for %s: shared state unavailable (%s)", ctx.request_id, exc)
 
     async def finish(self, ctx: RequestContext, state: GatewayState) -> None:
         """Settle the budget and queue the usage record. Never raises: the answer is already out."""
