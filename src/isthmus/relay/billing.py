@@ -112,7 +112,10 @@ class Billing:
             served.free_tier if served else False,
         )
         if ctx.admission is not None:
-            await self.accountant.settle(ctx.admission, usage, cost)
+            try:
+                await self.accountant.settle(ctx.admission, usage, cost)
+            except (RedisError, OSError) as exc:  # the record below must still be written
+                log.warning("budget settlement failed for %s: %s", ctx.request_id, exc)
         latency = ctx.elapsed_ms()
         self.metrics.observe_request(ctx.protocol_in.value, ctx.model or "", ctx.status, latency)
         if self.writer is None or ctx.principal is None:
