@@ -164,6 +164,33 @@ async def test_duplicate_request_ids_in_one_batch_count_once(
     await assert_totals_match(sessions, [first, make_bundle(3)])
 
 
+async def test_clients_reusing_a_request_id_cannot_hide_usage(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    # Requests straight from the queue are new by definition: a taken id is a client's reused
+    # x-request-id, so the record is kept under a new id instead of being skipped as a replay.
+    writer = UsageWriter(sessions, tmp_path / "spool", batch_size=10, flush_interval=0.02)
+    writer.start()
+    try:
+        same = [make_bundle(i, request_id="client-chosen-id", with_log=True) for i in range(3)]
+        for b in same[:2]:
+            writer.submit(b)
+        await writer.flush()
+        writer.submit(same[2])
+        await writer.flush()
+    finally:
+        await writer.stop(10)
+    assert writer.stats.written == 3 and writer.stats.duplicates == 0
+    ids = {b.request_id for b in same}
+    assert len(ids) == 3 and "client-chosen-id" in ids
+    assert all(i.startswith("client-chosen-id") for i in ids)
+    assert all(a.request_id == b.request_id for b in same for a in b.attempts)
+    await assert_totals_match(sessions, same)
+    async with sessions() as session:
+        _, _, logs = await counts(session)
+    assert logs == 3
+
+
 async def test_money_round_trips_exactly(sessions: async_sessionmaker[AsyncSession]) -> None:
     bundle = make_bundle(1)
     bundle.usage.list_cost = Decimal("1234567.000000000001")

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -223,23 +224,58 @@ def _insert(session: AsyncSession, table: Table) -> Any:
     return sqlite.insert(table)
 
 
-async def write_batch(session: AsyncSession, bundles: Sequence[RecordBundle], tz: tzinfo = UTC) -> int:
+def rekey(bundle: RecordBundle) -> None:
+    """Give a bundle a new, unique request id (``<id>~<random>``), in its trace and log too."""
+    new_id = f"{bundle.request_id[:100]}~{secrets.token_hex(6)}"
+    bundle.usage.request_id = new_id
+    for attempt in bundle.attempts:
+        attempt.request_id = new_id
+    if bundle.log is not None:
+        bundle.log.request_id = new_id
+
+
+async def _insert_records(session: AsyncSession, bundles: Sequence[RecordBundle]) -> set[str]:
+    stmt = _insert(session, _USAGE).on_conflict_do_nothing(index_elements=["request_id"])
+    result = await session.execute(
+        stmt.returning(_USAGE.c.request_id), [_usage_row(b.usage) for b in bundles]
+    )
+    return set(result.scalars().all())
+
+
+async def write_batch(
+    session: AsyncSession, bundles: Sequence[RecordBundle], tz: tzinfo = UTC, *, fresh: bool = False
+) -> int:
     """Store a batch inside the caller's transaction; returns how many records were new.
 
     Idempotent: records already present (same request id) are skipped together with their attempts,
     logs and increments, so writing the same batch twice changes nothing the second time.
+
+    ``fresh`` says the bundles come straight from requests and were never written: a request id that is
+    taken anyway (by an earlier bundle of the batch, or in the database) is then a client reusing its
+    ``x-request-id``, and the record is stored under a new id rather than dropped — otherwise a client
+    could keep its usage out of the records and the spend totals.
     """
     unique: dict[str, RecordBundle] = {}
+    reused: list[RecordBundle] = []
     for bundle in bundles:
-        unique.setdefault(bundle.request_id, bundle)
+        if bundle.request_id not in unique:
+            unique[bundle.request_id] = bundle
+        elif fresh:
+            reused.append(bundle)
     if not unique:
         return 0
-    stmt = _insert(session, _USAGE).on_conflict_do_nothing(index_elements=["request_id"])
-    result = await session.execute(
-        stmt.returning(_USAGE.c.request_id), [_usage_row(b.usage) for b in unique.values()]
-    )
-    inserted = set(result.scalars().all())
+    inserted = await _insert_records(session, list(unique.values()))
     new = [b for rid, b in unique.items() if rid in inserted]
+    if fresh:
+        reused += [b for rid, b in unique.items() if rid not in inserted]
+        if reused:
+            log.warning(
+                "%d request id(s) reused by clients; their records are kept under new ids", len(reused)
+            )
+            for bundle in reused:
+                rekey(bundle)
+            again = await _insert_records(session, reused)
+            new += [b for b in reused if b.request_id in again]
     if not new:
         return 0
     attempts = [_attempt_row(a) for b in new for a in b.attempts]
@@ -436,10 +472,10 @@ class UsageWriter:
         self._backoff = self._retry_min
         self._retry_at = 0.0
 
-    async def _write(self, batch: Sequence[RecordBundle]) -> int:
+    async def _write(self, batch: Sequence[RecordBundle], *, fresh: bool) -> int:
         async def work() -> int:
             async with self._sessions() as session, session.begin():
-                return await write_batch(session, batch, self.spend_timezone)
+                return await write_batch(session, batch, self.spend_timezone, fresh=fresh)
 
         return await asyncio.wait_for(work(), self._write_timeout)
 
@@ -447,14 +483,15 @@ class UsageWriter:
         if not self._database_may_answer():
             self._spool_now(batch)
             return
-        await self._commit(batch, spool_on_outage=True)
+        await self._commit(batch, spool_on_outage=True, fresh=True)
 
-    async def _commit(self, batch: Sequence[RecordBundle], *, spool_on_outage: bool) -> bool:
+    async def _commit(self, batch: Sequence[RecordBundle], *, spool_on_outage: bool, fresh: bool) -> bool:
         """Write a batch. True when it is settled: written, with any bundle the database refuses set
         aside in ``rejected.ndjson``. False on an outage; the batch, or what is left of it, then goes to
-        the spool if ``spool_on_outage`` (a replay leaves it in its segment instead)."""
+        the spool if ``spool_on_outage`` (a replay leaves it in its segment instead). ``fresh``: the
+        batch comes from the queue, not the spool (see :func:`write_batch`)."""
         try:
-            new = await self._write(batch)
+            new = await self._write(batch, fresh=fresh)
         except Exception as exc:
             if await self._is_outage(exc):
                 self._database_failed(exc)
@@ -468,7 +505,7 @@ class UsageWriter:
             # Some bundle is invalid: find it without holding back the others.
             log.warning("a usage batch was refused (%s); writing its records one by one", _describe(exc))
             for index, bundle in enumerate(batch):
-                if not await self._commit([bundle], spool_on_outage=False):
+                if not await self._commit([bundle], spool_on_outage=False, fresh=fresh):
                     if spool_on_outage:
                         self._spool_now(batch[index:])
                     return False
@@ -534,7 +571,7 @@ class UsageWriter:
 
     async def _replay_batch(self, batch: list[RecordBundle]) -> bool:
         before = self.stats.written
-        settled = await self._commit(batch, spool_on_outage=False)
+        settled = await self._commit(batch, spool_on_outage=False, fresh=False)
         self.stats.replayed += self.stats.written - before
         return settled
 
