@@ -14,6 +14,7 @@ from .clients import CLI_KINDS, InstallError, base_env, ensure_installed, run_cl
 from .harness import E2EGateway, Tripwire, start_gateway, stop_gateway
 
 GatewayFactory = Callable[[dict[str, str]], E2EGateway]
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,15 @@ def make_gateway(tmp_path: Path, e2e_mock: BackgroundMockServer) -> Iterator[Gat
     yield start
     for gateway in started:
         stop_gateway(gateway)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item, so fixtures can add diagnostics to failures."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+
+
+def failed(item: pytest.Item) -> bool:
+    return any(report.failed for report in item.stash.get(PHASE_REPORTS, {}).values())
