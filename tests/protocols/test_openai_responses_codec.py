@@ -153,7 +153,9 @@ def test_a_foreign_conversation_keeps_nothing_at_openai() -> None:
 text = st.text(max_size=30)
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10)
 call_ids = st.text(alphabet="abcdef0123456789", min_size=4, max_size=8).map(lambda s: f"call_{s}")
-arguments = st.dictionaries(words, st.integers() | st.text(max_size=5), max_size=3).map(dump_json)
+arguments = st.dictionaries(words, st.integers(-(2**53), 2**53) | st.text(max_size=5), max_size=3).map(
+    dump_json
+)
 b64 = st.binary(min_size=1, max_size=16).map(lambda b: base64.b64encode(b).decode())
 images = st.builds(
     lambda data, url: ir.ImagePart(
