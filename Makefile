@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 CONFIG ?= examples/quickstart.yaml
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: run test lint typecheck pytest sync sync-dev services-bin web clean bench
+.PHONY: run test lint typecheck pytest sync sync-dev services-bin web clean bench e2e e2e-clients
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -44,8 +44,16 @@ lint: sync-dev
 typecheck: sync-dev
 	$(VENV)/bin/mypy
 
-pytest: sync-dev services-bin
+# The real CLIs the end-to-end suite drives (pinned in tests/e2e/clients.py), installed from npm into
+# .e2e-cache/ once and reused; the test session would install them too, this just does it up front.
+e2e-clients: sync-dev
+	$(VENV)/bin/python tests/e2e/clients.py
+
+pytest: sync-dev services-bin e2e-clients
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+e2e: sync-dev e2e-clients
+	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
