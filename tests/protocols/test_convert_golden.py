@@ -25,11 +25,12 @@ from isthmus.protocols.sse import SSEParser
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("ISTHMUS_UPDATE_GOLDEN") == "1"
-# Targets whose codecs this suite covers; the Responses and Gemini codecs add theirs.
-TARGETS = (Protocol.ANTHROPIC, Protocol.OPENAI_CHAT)
+# Targets whose codecs this suite covers.
+TARGETS = (Protocol.ANTHROPIC, Protocol.OPENAI_CHAT, Protocol.OPENAI_RESPONSES, Protocol.GEMINI)
 UPSTREAM_MODEL = "upstream-model"
 CLIENT_MODEL = "client-model"
-_CREATED = re.compile(rb'"created":\d+')
+_CREATED = re.compile(rb'"(created|created_at|completed_at)":\d+')
+_CLOCK_FIELDS = ("created_at", "completed_at")  # Response objects stamp the time they were made
 
 
 def _inputs(kind: str, suffix: str) -> list[tuple[Path, Protocol]]:
@@ -57,6 +58,7 @@ def _expected(path: Path, dst: Protocol, suffix: str, *more: Protocol) -> Path:
 
 
 def _check_json(actual: dict[str, Any], expected_path: Path) -> None:
+    actual = {k: (0 if k in _CLOCK_FIELDS and isinstance(v, int) else v) for k, v in actual.items()}
     text = json.dumps(actual, indent=2, ensure_ascii=False) + "\n"
     if UPDATE:
         expected_path.write_text(text)
@@ -65,7 +67,7 @@ def _check_json(actual: dict[str, Any], expected_path: Path) -> None:
 
 
 def _check_bytes(actual: bytes, expected_path: Path) -> None:
-    normalised = _CREATED.sub(b'"created":0', actual)
+    normalised = _CREATED.sub(rb'"\1":0', actual)
     if UPDATE:
         expected_path.write_bytes(normalised)
     assert expected_path.exists(), f"missing golden {expected_path.name}; run with ISTHMUS_UPDATE_GOLDEN=1"
@@ -79,7 +81,7 @@ def test_request_golden(path: Path, src: Protocol, dst: Protocol) -> None:
     converted = convert_request(src, dst, body, model=UPSTREAM_MODEL, stream=stream)
     _check_json(converted, _expected(path, dst, ".json"))
     if dst is not src:
-        back = convert_request(dst, src, converted, model=str(body["model"]), stream=stream)
+        back = convert_request(dst, src, converted, model=str(body.get("model", CLIENT_MODEL)), stream=stream)
         _check_json(back, _expected(path, dst, ".json", src))
 
 

@@ -40,7 +40,9 @@ def codex_body() -> dict[str, Any]:
 
 
 def test_codex_request_decodes_into_the_ir() -> None:
-    req = codec.decode_request(codex_body())
+    body = codex_body()
+    body["tools"].append({"type": "web_search", "external_web_access": False})
+    req = codec.decode_request(body)
     assert req.system[0].text.startswith("You are Codex")
     roles = [m.role.value for m in req.messages]
     assert roles == [
@@ -111,7 +113,6 @@ def test_custom_tool_is_offered_as_a_one_string_function() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"stop": ["END"]}, "stop sequences"),
         ({"n": 2}, "one choice"),
         (
             {

@@ -270,10 +270,7 @@ def _encode_text(fmt: ResponseFormat | None, ext: Mapping[str, Any]) -> dict[str
 def encode_request(req: Request, *, model: str, stream: bool) -> dict[str, Any]:
     if req.n is not None and req.n > 1:
         raise InvalidRequestError("an OpenAI Responses upstream returns one choice; n > 1 cannot be honoured")
-    if req.stop:
-        raise InvalidRequestError(
-            "stop sequences cannot be sent to an OpenAI Responses upstream (the API has none)", param="stop"
-        )
+    # req.stop is dropped: the Responses API has no stop sequences (see docs/fidelity.md).
     ext = dict(req.extensions.get(RESPONSES, {}))
     names = ToolNames.of(req)
     writer = _ItemWriter(names)
