@@ -401,7 +401,10 @@ class UsageWriter:
                 out.append(item)
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is written (or spooled, if the database is down)."""
+        """Wait until everything submitted so far is written (or spooled, if the database is down).
+        Returns at once if the task is not running (nothing would ever take the queue)."""
+        if self._task is None or self._task.done():
+            return
         await self._queue.join()
 
     # --- the task ---------------------------------------------------------------------------
