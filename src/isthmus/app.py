@@ -158,9 +158,9 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     """Open the store, apply the config file, load the snapshot and build the request path."""
     import redis.asyncio as aioredis
 
-    from isthmus.accounting import Accountant, SpendTotal, builtin_prices
-    from isthmus.accounting.retention import RetentionTask
-    from isthmus.accounting.rollups import current_spend
+    from isthmus.accounting import Accountant, builtin_prices
+    from isthmus.accounting.retention import RetentionPolicy, RetentionTask
+    from isthmus.accounting.rollups import load_spend_totals
     from isthmus.accounting.writer import UsageWriter
     from isthmus.admin import AdminServices, create_admin_api, ensure_first_admin
     from isthmus.crypto import SecretBox, load_or_create_secret_key
@@ -226,11 +226,8 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     holder = StateHolder(await load())
     accountant = Accountant.create(holder.current.prices, tz=settings.timezone, redis=redis)
     async with sessions() as session:
-        spend = await current_spend(session, tz=ZoneInfo(settings.timezone))
-    await accountant.budgets.load_spend(
-        SpendTotal(r.entity_type, r.entity_id, r.period, r.period_start, r.usd, r.tokens)  # type: ignore[arg-type]
-        for r in spend
-    )
+        spend = await load_spend_totals(session, ZoneInfo(settings.timezone))
+    await accountant.budgets.load_spend(spend)
 
     async def reload_local() -> None:
         assert holder is not None
@@ -252,7 +249,12 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     writer = UsageWriter(sessions, settings.data_dir / "spool", spend_timezone=ZoneInfo(settings.timezone))
     writer.start()
     closers.append(lambda: writer.stop(settings.shutdown_grace))
-    retention = RetentionTask(sessions)
+    retention = RetentionTask(
+        sessions,
+        RetentionPolicy(
+            usage_days=settings.usage_retention_days, log_days=settings.request_log_retention_days
+        ),
+    )
     retention.start()
     closers.append(retention.stop)
     relay = Relay(

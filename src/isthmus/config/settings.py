@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Calendar periods of budgets (daily, monthly) and usage rollups are counted in this zone.
     timezone: str = "UTC"
+    # Usage records (and their traces) are kept this long; request-log headers and bodies less.
+    usage_retention_days: int = Field(90, ge=1)
+    request_log_retention_days: int = Field(7, ge=1)
     admin_username: str | None = None
     admin_password: str | None = None
     # Seconds in-flight requests and streams get to finish after SIGTERM.
