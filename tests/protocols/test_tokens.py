@@ -165,3 +165,25 @@ def test_a_request_counts_every_prompt_piece() -> None:
     assert tokens.count_request_tokens(auto) - tokens.count_request_tokens(forced) == 346 - 313
     # Gemini adds no tool-use system prompt.
     assert tokens.count_request_tokens(auto, Protocol.GEMINI) < tokens.count_request_tokens(auto)
+
+
+def test_count_endpoints_answer_from_their_own_bodies() -> None:
+    anthropic_body = {
+        "model": "claude",
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "What is the weather in Paris today?"}],
+    }
+    gemini_request = {
+        "systemInstruction": {"parts": [{"text": "You are terse."}]},
+        "contents": [{"role": "user", "parts": [{"text": "What is the weather in Paris today?"}]}],
+    }
+    claude = tokens.count_tokens_request(Protocol.ANTHROPIC, anthropic_body)
+    wrapped = tokens.count_tokens_request(
+        Protocol.GEMINI, {"generateContentRequest": {"model": "m", **gemini_request}}
+    )
+    plain = tokens.count_tokens_request(Protocol.GEMINI, gemini_request)
+    text = tokens.count_text("You are terse.") + tokens.count_text("What is the weather in Paris today?")
+    assert text < claude == wrapped == plain < text + 20
+    assert tokens.count_tokens_answer(Protocol.ANTHROPIC, claude) == {"input_tokens": claude}
+    answer = tokens.count_tokens_answer(Protocol.GEMINI, plain)
+    assert answer["totalTokens"] == plain and answer["promptTokensDetails"][0]["tokenCount"] == plain

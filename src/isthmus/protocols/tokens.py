@@ -24,8 +24,10 @@ import importlib.util
 import math
 import re
 import struct
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import orjson
 import tiktoken
@@ -47,6 +49,7 @@ from isthmus.ir.model import (
     ToolResultPart,
 )
 from isthmus.ir.protocol import Protocol
+from isthmus.protocols.convert import codec
 
 ENCODING_NAME = "cl100k_base"
 # tiktoken's pinned hash for this file (tiktoken_ext/openai_public.py): the ranks are exactly OpenAI's.
@@ -306,3 +309,24 @@ def count_request_tokens(req: Request, protocol: Protocol = Protocol.ANTHROPIC) 
     if req.response_format is not None and req.response_format.schema is not None:
         total += _count_json(req.response_format.schema)
     return total
+
+
+# --- the count endpoints -------------------------------------------------------------------------
+
+
+def count_tokens_request(protocol: Protocol, body: Mapping[str, Any]) -> int:
+    """Estimate for an Anthropic ``count_tokens`` or Gemini ``countTokens`` body (Gemini's may wrap a
+    whole request in ``generateContentRequest``). Raises ``InvalidRequestError`` for a bad body."""
+    if protocol is Protocol.GEMINI:
+        wrapped = body.get("generateContentRequest") or body.get("generate_content_request")
+        if isinstance(wrapped, Mapping):
+            body = wrapped
+        body = {"contents": [], **body}
+    return count_request_tokens(codec(protocol).decode_request(body), protocol)
+
+
+def count_tokens_answer(protocol: Protocol, tokens: int) -> dict[str, Any]:
+    """The count endpoint's answer in ``protocol``'s shape."""
+    if protocol is Protocol.GEMINI:
+        return {"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]}
+    return {"input_tokens": tokens}
