@@ -168,6 +168,7 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     from isthmus.providers.http import new_client_session
     from isthmus.providers.registry import build_providers
     from isthmus.relay.billing import Billing
+    from isthmus.relay.responses_state import ResponsesState
     from isthmus.relay.state import GatewayState, StateHolder, build_state
     from isthmus.routing.affinity import AffinityCache
     from isthmus.routing.health import MemoryHealth
@@ -258,7 +259,11 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     retention.start()
     closers.append(retention.stop)
     relay = Relay(
-        holder, providers, Billing(accountant, writer, metrics), max_body_bytes=settings.max_body_bytes
+        holder,
+        providers,
+        Billing(accountant, writer, metrics),
+        max_body_bytes=settings.max_body_bytes,
+        responses=ResponsesState(sessions),
     )
 
     def health_statuses() -> list[dict[str, Any]]:

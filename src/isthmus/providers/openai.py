@@ -22,7 +22,8 @@ def openai_path(call: UpstreamCall) -> str:
     path = _PATHS.get((call.target.protocol, call.operation))
     if path is None:
         raise ValueError(f"OpenAI has no {call.operation} for {call.target.protocol}")
-    return path.replace("{id}", call.resource_id or "")
+    path = path.replace("{id}", call.resource_id or "")
+    return f"{path}/{call.action}" if call.action else path
 
 
 class OpenAIProvider(HTTPProvider):

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from isthmus import ir
 from isthmus.errors import IsthmusError, UpstreamStreamError
 from isthmus.ir import Operation, Usage
 from isthmus.ir import Protocol as WireProtocol
@@ -37,6 +38,11 @@ class StreamAdapter(Protocol):
 
     @property
     def error(self) -> UpstreamStreamError | None: ...
+
+    @property
+    def final_response(self) -> dict[str, Any] | None:
+        """The whole answer in the client's protocol once complete, where one is built (Responses)."""
+        ...
 
     def take(self, event: SSEEvent) -> tuple[bytes, EventClass]:
         """The client bytes for one upstream event (maybe empty) and how the event counts."""
@@ -88,14 +94,28 @@ class PassthroughStream:
     def error_event(self, err: IsthmusError) -> bytes:
         return wire.stream_error_event(self._client, err)
 
+    @property
+    def final_response(self) -> dict[str, Any] | None:
+        return None  # the upstream itself keeps what it answered
+
 
 class ConvertingStream:
     """Another protocol: each upstream event is decoded to IR events and re-encoded for the client."""
 
     __slots__ = ("_seen_content", "_translator", "raw_chunks")
 
-    def __init__(self, src: WireProtocol, dst: WireProtocol, *, model: str, include_usage: bool) -> None:
-        self._translator = convert.StreamTranslator(src, dst, model=model, include_usage=include_usage)
+    def __init__(
+        self,
+        src: WireProtocol,
+        dst: WireProtocol,
+        *,
+        model: str,
+        include_usage: bool,
+        request: ir.Request | None,
+    ) -> None:
+        self._translator = convert.StreamTranslator(
+            src, dst, model=model, include_usage=include_usage, request=request
+        )
         self._seen_content = False
         self.raw_chunks = False
 
@@ -133,6 +153,10 @@ class ConvertingStream:
     def error_event(self, err: IsthmusError) -> bytes:
         return self._translator.error(err)
 
+    @property
+    def final_response(self) -> dict[str, Any] | None:
+        return self._translator.final_response
+
 
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
@@ -142,7 +166,7 @@ def _include_usage(body: dict[str, Any]) -> bool:
 class Adapter:
     """How one attempt talks to its upstream: passthrough when protocols match, else conversion."""
 
-    __slots__ = ("client", "converting", "hide_usage", "operation", "public_model", "upstream")
+    __slots__ = ("client", "converting", "hide_usage", "operation", "public_model", "request", "upstream")
 
     def __init__(
         self, client: WireProtocol, upstream: WireProtocol, operation: Operation, public_model: str
@@ -153,13 +177,16 @@ class Adapter:
         self.public_model = public_model
         self.converting = client is not upstream
         self.hide_usage = False
+        self.request: ir.Request | None = None  # the client's request in IR, once decoded
 
     def request_body(self, body: dict[str, Any], raw: bytes, upstream_model: str, stream: bool) -> bytes:
         """The body for the upstream. Raises ``InvalidRequestError`` when a conversion would change
         the meaning of the request."""
         if self.converting:
-            converted = convert.convert_request(
-                self.client, self.upstream, body, model=upstream_model, stream=stream
+            # Decoded once: the client's codec may need it again to shape the answer (Responses).
+            self.request = convert.codec(self.client).decode_request(body)
+            converted = convert.codec(self.upstream).encode_request(
+                self.request, model=upstream_model, stream=stream
             )
             return orjson.dumps(converted)
         if self.client is WireProtocol.GEMINI:
@@ -170,16 +197,19 @@ class Adapter:
             return new_body
         return rewrite_json_model(raw, upstream_model, body)
 
-    def response_body(self, parsed: dict[str, Any] | None, data: bytes) -> bytes:
-        if not self.converting or parsed is None:
-            return data
-        return orjson.dumps(
-            convert.convert_response(self.upstream, self.client, parsed, model=self.public_model)
+    def response_object(self, parsed: dict[str, Any]) -> dict[str, Any]:
+        """The upstream's answer converted to the client's protocol (only when converting)."""
+        return convert.convert_response(
+            self.upstream, self.client, parsed, model=self.public_model, request=self.request
         )
 
     def stream(self, body: dict[str, Any]) -> StreamAdapter:
         if self.converting:
             return ConvertingStream(
-                self.upstream, self.client, model=self.public_model, include_usage=_include_usage(body)
+                self.upstream,
+                self.client,
+                model=self.public_model,
+                include_usage=_include_usage(body),
+                request=self.request,
             )
         return PassthroughStream(self.upstream, self.hide_usage)

@@ -193,10 +193,16 @@ class Billing:
 
 def _billable_usage(ctx: RequestContext) -> Usage:
     """What the upstream reported or, for a stream cut or abandoned before its usage arrived, an
-    estimate of what was produced (one token per relayed event, the prompt from the body size)."""
+    estimate of what was produced (one token per content event relayed, the prompt from the body
+    size).
+
+    An unfinished stream's output count is at best what the upstream reported when it began
+    (Anthropic's ``message_start`` says ``output_tokens: 1``; Gemini's chunks carry the prompt only),
+    so the content relayed to the client stands in for it whenever it is larger.
+    """
     usage = ctx.usage
     if ctx.committed and ctx.outcome in (Outcome.CUT, Outcome.DISCONNECTED):
-        if usage.output_tokens == 0 and ctx.events_relayed:
+        if usage.output_tokens < ctx.events_relayed:
             usage.output_tokens = ctx.events_relayed
             ctx.estimated = True
         if usage.prompt_tokens == 0:

@@ -86,7 +86,7 @@ class RequestContext:
     client_gone: bool = False
     finished: bool = False  # the response is complete; a disconnect from now on is not a cut
     committed: bool = False  # the answer (or its first bytes) reached the client
-    events_relayed: int = 0  # stream events sent after the commit point (an output estimate)
+    events_relayed: int = 0  # content events of the committed stream sent on (an output estimate)
     secret: str | None = field(default=None, repr=False)  # the presented key, to redact it from logs
     admission: Admission | None = None
     log_capture: object | None = None  # a billing.LogCapture above the base log level

@@ -77,14 +77,14 @@ def resolve_post(path: str) -> Door | None:
 
 
 def resolve_response_resource(method: str, path: str) -> Door | None:
-    """GET/DELETE ``/v1/responses/{id}``."""
+    """GET/DELETE ``/v1/responses/{id}`` and GET ``/v1/responses/{id}/input_items``."""
     for prefix in ("/v1/responses/", "/responses/"):
         if path.startswith(prefix):
-            rid = path[len(prefix) :]
-            if not rid or "/" in rid:
+            rid, _, sub = path[len(prefix) :].partition("/")
+            if not rid or (sub and (sub != "input_items" or method != "GET")):
                 return None
             op = Operation.RESPONSE_GET if method == "GET" else Operation.RESPONSE_DELETE
-            return Door(Protocol.OPENAI_RESPONSES, op, resource_id=rid)
+            return Door(Protocol.OPENAI_RESPONSES, op, resource_id=rid, action=sub or None)
     return None
 
 

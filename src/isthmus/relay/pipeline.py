@@ -12,8 +12,9 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -45,6 +46,7 @@ from isthmus.relay.billing import Billing, LogCapture
 from isthmus.relay.context import Attempt, Outcome, Principal, RequestContext, new_request_id
 from isthmus.relay.doors import Door, list_models_shape
 from isthmus.relay.responses_owners import ResponseOwners
+from isthmus.relay.responses_state import PreparedRequest, ResponsesState
 from isthmus.relay.state import StateHolder
 from isthmus.routing.failover import classify
 from isthmus.routing.model import Candidate, Requirements, passthrough_only
@@ -76,6 +78,9 @@ def extract_api_key(headers: Mapping[str, str], query: str) -> str | None:
     return None
 
 
+Keeper = Callable[[dict[str, Any] | None], Awaitable[None]]
+
+
 def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
     # x-mock-* knobs only mean something to the mock provider; real upstreams ignore them.
     return {k: v for k, v in headers.items() if k in _FORWARD_HEADERS or k.startswith("x-mock-")}
@@ -96,12 +101,14 @@ class Relay:
         billing: Billing,
         *,
         max_body_bytes: int,
+        responses: ResponsesState | None = None,
     ) -> None:
         self._holder = holder
         self._providers = providers
         self._billing = billing
         self._max_body = max_body_bytes
         self.owners = ResponseOwners()
+        self._responses = responses
 
     # --- entry points ----------------------------------------------------------------------
 
@@ -215,6 +222,9 @@ class Relay:
             raise PermissionDeniedError(f"this API key may not use model {model!r}")
         if model not in state.models:
             raise NotFoundError(f"model {model!r} does not exist", param="model", code="model_not_found")
+        prepared = None
+        if door.protocol is Protocol.OPENAI_RESPONSES and door.operation is Operation.GENERATE:
+            body, prepared = await self._prepare_responses(ctx, body)
         await self._billing.admit(ctx, door.protocol, body)
         requirements = Requirements(
             client_protocol=door.protocol,
@@ -228,7 +238,23 @@ class Relay:
         if not plan.candidates:
             reasons = sorted({s.reason for s in plan.skipped}) or ["no routes"]
             raise NoCandidateError(f"no upstream is available for model {model!r} ({', '.join(reasons)})")
-        await self._attempt_loop(ctx, door, body, raw, headers, query, plan, send, state.max_attempts)
+        await self._attempt_loop(
+            ctx, door, body, raw, headers, query, plan, send, state.max_attempts, prepared
+        )
+
+    async def _prepare_responses(
+        self, ctx: RequestContext, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], PreparedRequest | None]:
+        """Make a Responses request self-contained (``previous_response_id`` and item references
+        expanded from the gateway's store) unless a native Responses upstream holds the history."""
+        assert ctx.principal is not None
+        previous = body.get("previous_response_id")
+        if self._responses is None or (
+            isinstance(previous, str) and self.owners.lookup(previous, ctx.principal.key_id) is not None
+        ):
+            return body, None
+        prepared = await self._responses.prepare(body, ctx.principal.key_id)
+        return prepared.body, prepared
 
     async def _attempt_loop(
         self,
@@ -241,8 +267,11 @@ class Relay:
         plan: RoutePlan,
         send: Send,
         max_attempts: int,
+        prepared: PreparedRequest | None = None,
     ) -> None:
         router = self._holder.current.router
+        if prepared is not None and prepared.body is not body:
+            raw = orjson.dumps(body)  # the expanded conversation goes upstream, not the short form
         forward = _forward_headers(headers)
         fwd_query = _forward_query(query)
         last: UpstreamError | None = None
@@ -255,7 +284,10 @@ class Relay:
             adapter = Adapter(door.protocol, cand.protocol, door.operation, ctx.model or "")
             if door.operation is Operation.COUNT_TOKENS and adapter.converting:
                 # The upstream's protocol cannot count for this caller: count here, offline.
-                await self._count_locally(ctx, door, body, send)
+                count = tokens.count_tokens_request(door.protocol, body)
+                ctx.estimated = True
+                answer = orjson.dumps(tokens.count_tokens_answer(door.protocol, count))
+                await send_bytes(send, 200, answer, self._base_headers(ctx))
                 return
             try:
                 upstream_body = adapter.request_body(body, raw, cand.upstream_model, ctx.stream)
@@ -287,11 +319,12 @@ class Relay:
                 query=fwd_query,
                 action=door.action,
             )
+            keep = self._keeper(ctx, adapter, prepared)
             try:
                 if ctx.stream:
-                    await self._stream_once(ctx, cand, call, attempt, send, adapter.stream(body))
+                    await self._stream_once(ctx, cand, call, attempt, send, adapter.stream(body), keep)
                 else:
-                    await self._unary_once(ctx, cand, call, attempt, send, adapter)
+                    await self._unary_once(ctx, cand, call, attempt, send, adapter, keep)
                     self._succeeded(ctx, cand, attempt)
                 return
             except UpstreamError as err:
@@ -347,6 +380,7 @@ class Relay:
         attempt: Attempt,
         send: Send,
         adapter: Adapter,
+        keep: Keeper | None,
     ) -> None:
         started = time.perf_counter()
         resp = await self._open(cand, call, ctx)
@@ -372,19 +406,31 @@ class Relay:
                 rid = parsed.get("id")
                 if isinstance(rid, str):
                     self.owners.remember(rid, ctx.principal.key_id, call.target)
-        body = adapter.response_body(parsed, data)
-        content_type = b"application/json" if adapter.converting else _content_type(resp)
+        body, content_type = data, _content_type(resp)
+        if adapter.converting and parsed is not None:
+            converted = adapter.response_object(parsed)
+            if keep is not None:
+                await keep(converted)  # stored before the client can ask for it
+            body, content_type = orjson.dumps(converted), b"application/json"
         headers = self._base_headers(ctx)
         ctx.ttft_ms = ctx.elapsed_ms()
         ctx.committed = True
         await send_bytes(send, resp.status, body, headers, content_type)
 
-    async def _count_locally(self, ctx: RequestContext, door: Door, body: dict[str, Any], send: Send) -> None:
-        request = convert.codec(door.protocol).decode_request(body)
-        count = tokens.count_request_tokens(request, door.protocol)
-        ctx.estimated = True
-        payload = {"totalTokens": count} if door.protocol is Protocol.GEMINI else {"input_tokens": count}
-        await send_bytes(send, 200, orjson.dumps(payload), self._base_headers(ctx))
+    def _keeper(
+        self, ctx: RequestContext, adapter: Adapter, prepared: PreparedRequest | None
+    ) -> Keeper | None:
+        """Stores a converted Responses answer, so ``previous_response_id`` and GET work for it."""
+        state = self._responses
+        if state is None or prepared is None or not prepared.store or not adapter.converting:
+            return None
+        key_id = ctx.principal.key_id if ctx.principal else 0
+
+        async def keep(response: dict[str, Any] | None) -> None:
+            if response is not None and response.get("id"):
+                await state.save(response, key_id=key_id, prepared=prepared)
+
+        return keep
 
     async def _stream_once(
         self,
@@ -394,6 +440,7 @@ class Relay:
         attempt: Attempt,
         send: Send,
         stream: StreamAdapter,
+        keep: Keeper | None = None,
     ) -> None:
         timeouts = cand.endpoint.timeouts
         parser = SSEParser()
@@ -407,6 +454,7 @@ class Relay:
                 attempt.status = resp.status
                 chunks = resp.iter_chunks().__aiter__()
                 committed = False
+                produced = 0  # content events read ahead: part of the answer once committed
                 while not committed:
                     try:
                         chunk = await chunks.__anext__()
@@ -424,6 +472,7 @@ class Relay:
                             pending.append(out)
                         if kind is EventClass.CONTENT:
                             committed = True
+                            produced += 1
         except TimeoutError:
             if resp is not None:
                 await resp.aclose()
@@ -443,11 +492,12 @@ class Relay:
         headers.append((b"content-type", content_type))
         headers.append((b"cache-control", b"no-cache"))
         ctx.committed = True
+        ctx.events_relayed = produced
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         ctx.ttft_ms = ctx.elapsed_ms()
         try:
             await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
-            await self._relay_rest(ctx, chunks, parser, stream, send)
+            await self._relay_rest(ctx, chunks, parser, stream, send, keep)
         except UpstreamError as err:
             ctx.outcome, ctx.error = Outcome.CUT, err.message
             await send({"type": "http.response.body", "body": stream.error_event(err)})
@@ -465,23 +515,35 @@ class Relay:
         parser: SSEParser,
         stream: StreamAdapter,
         send: Send,
+        keep: Keeper | None = None,
     ) -> None:
         """Relay the rest of a committed stream. Passthrough chunks go out as they came; otherwise
         whole events are re-joined (the parser keeps any partial tail for the next chunk)."""
         take = stream.take
         async for chunk in chunks:
             events = parser.feed(chunk)
-            ctx.events_relayed += len(events)
             if stream.raw_chunks:
                 for event in events:
-                    take(event)
+                    if take(event)[1] is EventClass.CONTENT:
+                        ctx.events_relayed += 1
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 continue
-            out = b"".join([take(event)[0] for event in events])
+            pieces: list[bytes] = []
+            for event in events:
+                piece, kind = take(event)
+                pieces.append(piece)
+                if kind is EventClass.CONTENT:
+                    ctx.events_relayed += 1
+            out = b"".join(pieces)
+            if keep is not None and stream.completed:
+                await keep(stream.final_response)  # before the client sees the terminal event
+                keep = None
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tail = [take(event)[0] for event in parser.flush()]
         tail.append(stream.finish())
+        if keep is not None and stream.completed:
+            await keep(stream.final_response)
         if not stream.raw_chunks and any(tail):
             await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
         if stream.error is not None:
@@ -510,11 +572,16 @@ class Relay:
     async def _resource(
         self, ctx: RequestContext, door: Door, headers: Mapping[str, str], query: str, send: Send
     ) -> None:
-        """GET/DELETE /v1/responses/{id}: forwarded to the upstream that created the response."""
+        """GET/DELETE /v1/responses/{id} (and its input_items): forwarded to the upstream that created
+        the response, or answered from the gateway's store when the gateway produced it."""
         assert ctx.principal is not None and door.resource_id is not None
         target = self.owners.lookup(door.resource_id, ctx.principal.key_id)
         if target is None:
-            raise NotFoundError(f"no response with id {door.resource_id!r}", code="not_found")
+            if self._responses is None:
+                raise NotFoundError(f"no response with id {door.resource_id!r}", code="not_found")
+            answer = await self._stored_resource(ctx.principal.key_id, door, query)
+            await send_bytes(send, 200, orjson.dumps(answer), self._base_headers(ctx))
+            return
         provider = self._providers[target.provider_type]
         call = UpstreamCall(
             target=target,
@@ -525,6 +592,7 @@ class Relay:
             query=_forward_query(query),
             resource_id=door.resource_id,
             method="GET" if door.operation is Operation.RESPONSE_GET else "DELETE",
+            action=door.action,
         )
         resp = await provider.send(call)
         try:
@@ -537,6 +605,26 @@ class Relay:
             self.owners.forget(door.resource_id)
         ctx.status = resp.status
         await send_bytes(send, resp.status, data, self._base_headers(ctx), _content_type(resp))
+
+    async def _stored_resource(self, key_id: int, door: Door, query: str) -> dict[str, Any]:
+        state = self._responses
+        assert state is not None and door.resource_id is not None
+        params = parse_qs(query)
+        include = params.get("include[]", []) + params.get("include", [])
+        if door.operation is Operation.RESPONSE_DELETE:
+            return await state.delete(door.resource_id, key_id)
+        if door.action == "input_items":
+            limit = params.get("limit", ["20"])[0]
+            return await state.input_items(
+                door.resource_id,
+                key_id,
+                after=params.get("after", [None])[0],
+                before=params.get("before", [None])[0],
+                limit=int(limit) if limit.isdigit() else 20,
+                order=params.get("order", ["desc"])[0],
+                include=include,
+            )
+        return await state.get(door.resource_id, key_id, include=include)
 
     # --- responses -------------------------------------------------------------------------
 
