@@ -227,7 +227,7 @@ class CliKind:
     models: tuple[str, ...]
 
     def invocation(
-        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool
+        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool, upstream: str
     ) -> Invocation:
         raise NotImplementedError
 
@@ -244,7 +244,7 @@ class ClaudeCode(CliKind):
     models = ("claude-sonnet-4-5", "claude-haiku-4-5")
 
     def invocation(
-        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool
+        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool, upstream: str
     ) -> Invocation:
         env = {
             "ANTHROPIC_BASE_URL": gateway_url,
@@ -276,11 +276,14 @@ class Codex(CliKind):
     models = ("gpt-5-codex",)
     key_env = "ISTHMUS_API_KEY"
 
-    def config_toml(self, gateway_url: str) -> str:
+    def config_toml(self, gateway_url: str, upstream: str) -> str:
+        # Chat Completions has no web search tool, and the gateway refuses a request it would have to
+        # silently drop a tool from (docs/fidelity.md): for a Chat-backed model, Codex must not offer it.
+        web_search = 'web_search = "disabled"\n' if upstream == "openai-chat" else ""
         return f"""model = "{self.models[0]}"
 model_provider = "isthmus"
 check_for_update_on_startup = false
-
+{web_search}
 [model_providers.isthmus]
 name = "Isthmus"
 base_url = "{gateway_url}/v1"
@@ -303,10 +306,10 @@ unbounded_connection_retries = false
 """
 
     def invocation(
-        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool
+        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool, upstream: str
     ) -> Invocation:
         codex_home = home / ".codex"
-        config = self.config_toml(gateway_url)
+        config = self.config_toml(gateway_url, upstream)
         codex_home.mkdir(parents=True, exist_ok=True)
         (codex_home / "config.toml").write_text(config)
         env = {"CODEX_HOME": str(codex_home), self.key_env: api_key}
@@ -338,7 +341,7 @@ class GeminiCli(CliKind):
     models = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite")
 
     def invocation(
-        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool
+        self, exe: Path, gateway_url: str, api_key: str, home: Path, prompt: str, *, tool: bool, upstream: str
     ) -> Invocation:
         settings = json.dumps(GEMINI_SETTINGS, indent=2)
         (home / ".gemini").mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,16 @@ class Upstream:
     provider: str
     provider_yaml: str
     path_prefix: str  # where the mock receives its generation requests
+    query_names: frozenset[str] = frozenset()  # query parameters this protocol's API takes
 
 
 UPSTREAMS: dict[str, Upstream] = {
     "anthropic": Upstream(
-        "anthropic", "up-anthropic", "type: anthropic\n    base_url: {url}", "/v1/messages"
+        "anthropic",
+        "up-anthropic",
+        "type: anthropic\n    base_url: {url}",
+        "/v1/messages",
+        frozenset({"beta"}),
     ),
     "openai-chat": Upstream(
         "openai-chat",
@@ -57,7 +62,9 @@ UPSTREAMS: dict[str, Upstream] = {
         "type: openai\n    base_url: {url}/v1\n    protocols: [openai-responses]",
         "/v1/responses",
     ),
-    "gemini": Upstream("gemini", "up-gemini", "type: gemini\n    base_url: {url}", "/v1beta/models/"),
+    "gemini": Upstream(
+        "gemini", "up-gemini", "type: gemini\n    base_url: {url}", "/v1beta/models/", frozenset({"alt"})
+    ),
 }
 
 
@@ -141,7 +148,12 @@ class LogCapture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
-            self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+            line = f"{record.levelname} {record.name}: {record.getMessage()}"
+            if record.exc_info:
+                # The last frames say where it broke; the whole traceback is in pytest's log capture.
+                trace = logging.Formatter().formatException(record.exc_info).splitlines()
+                line += "\n    " + "\n    ".join(trace[-12:])
+            self.lines.append(line)
 
 
 # --- the tripwire proxy -------------------------------------------------------------------------
@@ -277,6 +289,14 @@ def _last_turn(body: dict[str, Any]) -> str:
     return ""
 
 
+def foreign_query(request: dict[str, Any], upstream: Upstream) -> set[str]:
+    """Query parameters an upstream request carries that its API does not take (a client's own flags,
+    e.g. Claude Code's ``beta=true`` or Gemini's ``alt=sse``, leaking into another protocol; Google's
+    APIs reject unknown query parameters)."""
+    names = {part.partition("=")[0] for part in request.get("query", "").split("&") if part}
+    return names - upstream.query_names
+
+
 def request_model(request: dict[str, Any]) -> str | None:
     """The model an upstream request named (in the body, or in a Gemini path)."""
     path: str = request["path"]
@@ -325,19 +345,17 @@ class UsageApiMissing(Exception):
     """The admin API does not serve usage records yet (the accounting work has not landed)."""
 
 
-def _admin(gateway: E2EGateway) -> httpx.Client:
+def admin_client(gateway: E2EGateway) -> httpx.Client:
+    """An admin session on the gateway (one login per check, not per poll)."""
     client = httpx.Client(base_url=gateway.url, timeout=10)
     login = client.post("/api/auth/login", json={"username": ADMIN_USER, "password": ADMIN_PASSWORD})
     login.raise_for_status()
     return client
 
 
-def usage_records(gateway: E2EGateway) -> list[dict[str, Any]]:
-    client = _admin(gateway)
-    try:
-        response = client.get(USAGE_RECORDS_PATH, params={"limit": 200})
-    finally:
-        client.close()
+def usage_records(client: httpx.Client) -> list[dict[str, Any]]:
+    """The latest usage records, read through an :func:`admin_client`."""
+    response = client.get(USAGE_RECORDS_PATH, params={"limit": 200})
     route_missing = ("no such admin API endpoint", '"detail":"Not Found"')
     if response.status_code == 404 and any(text in response.text for text in route_missing):
         raise UsageApiMissing(f"GET {USAGE_RECORDS_PATH} answers {response.status_code}: {response.text}")
@@ -363,11 +381,15 @@ def wait_for_usage(
     batches after the response, so poll). Each must show tokens and a cost."""
     deadline = time.monotonic() + timeout
     records: list[dict[str, Any]] = []
-    while True:
-        records = [r for r in usage_records(gateway) if (r.get("model_requested") or r.get("model")) == model]
-        if len(records) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    client = admin_client(gateway)
+    try:
+        while True:
+            records = [r for r in usage_records(client) if r.get("model_requested") == model]
+            if len(records) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        client.close()
     assert len(records) >= count, f"expected {count} usage record(s) for {model}, got {records}"
     for record in records:
         assert record.get("status") in (None, "ok"), f"usage record not ok: {record}"

@@ -25,6 +25,7 @@ from .harness import (
     E2EGateway,
     Tripwire,
     UsageApiMissing,
+    foreign_query,
     request_model,
     upstream_model,
     wait_for_usage,
@@ -69,7 +70,7 @@ class Session:
     def start(self, prompt: str, *, tool: bool) -> CliRun:
         self.tripwire.reset()
         invocation = self.kind.invocation(
-            self.exe, self.gateway.url, self.gateway.key, self.home, prompt, tool=tool
+            self.exe, self.gateway.url, self.gateway.key, self.home, prompt, tool=tool, upstream=self.upstream
         )
         env = base_env(self.home, self.tripwire.url) | invocation.env
         self.invocation = invocation
@@ -124,6 +125,10 @@ class Session:
                 request["path"].startswith(route.path_prefix) and request_model(request) in wanted,
                 f"an upstream request went to {request['path']} (model {request_model(request)}), "
                 f"not to the {self.upstream} route {route.path_prefix} with one of {sorted(wanted)}",
+            )
+            self.check(
+                not foreign_query(request, route),
+                f"the upstream got query parameters its API does not take: {request['query']}",
             )
         self.check(self.tripwire.count == 0, f"the CLI tried to reach other hosts: {self.tripwire.report()}")
 

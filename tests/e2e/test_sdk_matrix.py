@@ -26,7 +26,15 @@ from google.genai import types as genai_types
 from isthmus.providers.mock_server import BackgroundMockServer
 
 from .conftest import failed
-from .harness import UPSTREAMS, E2EGateway, request_model, start_gateway, stop_gateway, upstream_model
+from .harness import (
+    UPSTREAMS,
+    E2EGateway,
+    foreign_query,
+    request_model,
+    start_gateway,
+    stop_gateway,
+    upstream_model,
+)
 
 ROUTES = list(UPSTREAMS)  # anthropic, openai-chat, openai-responses, gemini
 LIMIT = 16  # max output tokens in the truncation cases (the smallest the Responses API takes)
@@ -71,6 +79,7 @@ def expect_upstream(gw: E2EGateway, route: str, calls: int = 1) -> None:
     for request in seen:
         assert request["path"].startswith(upstream.path_prefix), request["path"]
         assert request_model(request) == upstream_model(model_for(route))
+        assert not foreign_query(request, upstream), f"client query leaked upstream: {request['query']}"
 
 
 def nonce() -> str:
