@@ -183,7 +183,10 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     box = SecretBox(load_or_create_secret_key(settings.data_dir, settings.secret_key))
     url = settings.resolved_database_url(file_config.database_url if file_config else None)
     await upgrade_database(url)
-    engine = create_engine(url)
+    # Every SQLite transaction takes the write lock up front: a read that turns into a write (a console
+    # session touch) would otherwise fail at once with "database is locked" while the usage writer
+    # holds the lock, instead of waiting its turn.
+    engine = create_engine(url, sqlite_immediate=True)
     closers.append(engine.dispose)
     sessions = session_factory(engine)
     async with sessions.begin() as session:

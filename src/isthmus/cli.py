@@ -85,7 +85,7 @@ async def _with_database(url: str, work: Callable[[async_sessionmaker[AsyncSessi
     from isthmus.store.migrations import upgrade_database
 
     await upgrade_database(url)
-    engine = create_engine(url, pool_size=2)
+    engine = create_engine(url, pool_size=2, sqlite_immediate=True)
     try:
         return await work(session_factory(engine))
     finally:
