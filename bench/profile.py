@@ -10,6 +10,7 @@ stacks (``*.folded``: load them into speedscope or flamegraph.pl) plus a table o
 the largest self and inclusive shares of the samples (``*.md``). Only the thread holding the GIL is
 sampled (``--gil``): py-spy otherwise counts threads blocked in C (aiosqlite's idle worker) as busy.
 pyinstrument runs the server under its own profiler and writes its text tree when the server stops.
+tracemalloc (``--tool tracemalloc``) reports what the heap gained over the load, by line and call stack.
 Output goes to bench/results/.
 """
 
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,11 +93,63 @@ def _table(title: str, rows: list[tuple[str, int]], total: int) -> list[str]:
     return [*out, ""]
 
 
+def memory_growth(
+    pid: int, wrk_cmd: list[str], env: dict[str, str], seconds: int, snaps: Path, stem: Path, top: int
+) -> None:
+    """What the heap gained over ``seconds`` of load, by line and by allocating call stack."""
+
+    def load(duration: int) -> str:
+        cmd = [*wrk_cmd[:-1], f"-d{duration}s", wrk_cmd[-1]]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False).stdout
+        return out.strip().splitlines()[-1] if out.strip() else ""
+
+    def snapshot(name: str) -> tracemalloc.Snapshot:
+        os.kill(pid, signal.SIGUSR1)
+        path = snaps / name
+        for _ in range(600):
+            time.sleep(0.1)
+            if path.exists():
+                time.sleep(0.5)  # let the dump finish
+                return tracemalloc.Snapshot.load(str(path))
+        raise RuntimeError(f"no {name} from the server")
+
+    os.kill(pid, signal.SIGUSR1)  # start tracing
+    load(3)
+    before = snapshot("snap1.pickle")
+    summary = load(seconds)
+    after = snapshot("snap2.pickle")
+    requests = int(json.loads(summary.split(" ", 1)[1])["requests"]) if summary else 0
+    by_line = after.compare_to(before, "lineno")
+    total = sum(s.size_diff for s in by_line)
+    lines = [
+        f"# tracemalloc: heap growth over {seconds}s of load ({requests} requests)",
+        "",
+        f"Net growth {total / 1024:.0f} KiB"
+        + (f", {total / requests:.0f} B per request" if requests else "")
+        + " (after gc.collect(), traced from after start-up).",
+        "",
+        "## By line",
+        "",
+        "| growth KiB | objects | line |",
+        "|--:|--:|---|",
+        *(f"| {s.size_diff / 1024:.1f} | {s.count_diff} | `{s.traceback[0]}` |" for s in by_line[:top]),
+        "",
+        "## Largest growth by call stack",
+        "",
+    ]
+    for stat in after.compare_to(before, "traceback")[:3]:
+        lines += [f"{stat.size_diff / 1024:.1f} KiB, {stat.count_diff} objects:", "```"]
+        lines += [*stat.traceback.format()[-14:], "```", ""]
+    Path(f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"written: {stem}.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=["isthmus", "passthrough"], default="isthmus")
+    parser.add_argument("--target", choices=["isthmus", "isthmus-convert", "passthrough"], default="isthmus")
     parser.add_argument("--mode", choices=["unary", "stream"], default="unary")
-    parser.add_argument("--tool", choices=["py-spy", "pyinstrument"], default="py-spy")
+    parser.add_argument("--tool", choices=["py-spy", "pyinstrument", "tracemalloc"], default="py-spy")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -120,9 +176,11 @@ def main() -> None:
     wrap: list[str] = []
     if args.tool == "pyinstrument":
         wrap = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", f"{stem}.txt", "-i", "0.0002"]
+    elif args.tool == "tracemalloc":
+        wrap = [sys.executable, str(BENCH_DIR / "harness" / "traced_server.py"), str(workdir)]
     try:
         lab.start_upstream()
-        if args.target == "isthmus":
+        if args.target.startswith("isthmus"):
             lab.start_isthmus(wrap=wrap, ref=args.isthmus_ref)
         else:
             lab.start_passthrough(wrap=wrap)
@@ -142,6 +200,9 @@ def main() -> None:
             str(BENCH_DIR / "wrk" / "post.lua"),
         ]
         subprocess.run([*cmd, "-d2s", url], env=env, capture_output=True, check=False)  # warm-up
+        if args.tool == "tracemalloc":
+            memory_growth(server.proc.pid, [*cmd, url], env, args.seconds, workdir, stem, args.top)
+            return
         load = subprocess.Popen(
             [*cmd, f"-d{args.seconds + 3}s", url], env=env, stdout=subprocess.PIPE, text=True
         )

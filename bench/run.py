@@ -243,6 +243,12 @@ def main() -> None:
     parser.add_argument("--isthmus-ref", help="bench this git revision of src/ (default: the working tree)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch dir (configs, logs)")
     args = parser.parse_args()
+    if args.isthmus_ref:
+        # Pin the revision once: the branch may move while the run goes on.
+        args.isthmus_ref = subprocess.run(
+            ["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--verify", f"{args.isthmus_ref}^{{commit}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
     if args.soak:
         soak(args)
     else:
