@@ -3,8 +3,9 @@ over real HTTP, the tripwire proxy and a fresh gateway per test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -13,7 +14,14 @@ from isthmus.providers.mock_server import BackgroundMockServer
 from .clients import CLI_KINDS, InstallError, base_env, ensure_installed, run_cli
 from .harness import E2EGateway, Tripwire, start_gateway, stop_gateway
 
-GatewayFactory = Callable[[dict[str, str]], E2EGateway]
+
+class GatewayFactory(Protocol):
+    """Starts a gateway routing ``models`` (public name → upstream protocol) to the mock, whose answers
+    ``knobs`` (e.g. ``+reasoning=3``) steer; it is stopped after the test."""
+
+    def __call__(self, models: dict[str, str], knobs: str = "") -> E2EGateway: ...
+
+
 PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
@@ -55,8 +63,8 @@ def tripwire() -> Iterator[Tripwire]:
 def make_gateway(tmp_path: Path, e2e_mock: BackgroundMockServer) -> Iterator[GatewayFactory]:
     started: list[E2EGateway] = []
 
-    def start(models: dict[str, str]) -> E2EGateway:
-        gateway = start_gateway(e2e_mock, models, tmp_path / f"gateway-{len(started)}")
+    def start(models: dict[str, str], knobs: str = "") -> E2EGateway:
+        gateway = start_gateway(e2e_mock, models, tmp_path / f"gateway-{len(started)}", knobs)
         started.append(gateway)
         return gateway
 

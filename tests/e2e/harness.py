@@ -6,6 +6,7 @@ and anything that tried to leave 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import socketserver
@@ -28,6 +29,9 @@ GATEWAY_KEY = "sk-isthmus-e2e-0123456789abcdef0123"
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-password-e2e-123"
 # USD per million tokens; non-zero so usage records must show a cost.
+# What the mock puts in the opaque reasoning fields it hands out (see isthmus.providers.mock_wire).
+MOCK_SIGNATURE = b"mock-signature:"
+MOCK_REASONING = b"mock-reasoning:"
 PRICE = "{input: 3, output: 15, cache_read: 0.3, cache_write_5m: 3.75}"
 
 
@@ -72,9 +76,9 @@ def upstream_model(public: str) -> str:
     return f"mock-{public}"
 
 
-def gateway_config(mock_url: str, models: dict[str, str]) -> str:
+def gateway_config(mock_url: str, models: dict[str, str], knobs: str = "") -> str:
     """Providers of every kind pointed at the mock; ``models`` maps a public name to an upstream
-    protocol (a key of :data:`UPSTREAMS`)."""
+    protocol (a key of :data:`UPSTREAMS`); ``knobs`` (e.g. ``+reasoning=3``) steer the mock's answers."""
     lines = ["providers:"]
     for up in UPSTREAMS.values():
         lines.append(f"  - name: {up.provider}\n    {up.provider_yaml.format(url=mock_url)}")
@@ -83,7 +87,7 @@ def gateway_config(mock_url: str, models: dict[str, str]) -> str:
     for public, protocol in models.items():
         provider = UPSTREAMS[protocol].provider
         lines.append(f"  - name: {public}")
-        lines.append(f"    routes: [{{provider: {provider}, model: {upstream_model(public)}}}]")
+        lines.append(f"    routes: [{{provider: {provider}, model: {upstream_model(public)}{knobs}}}]")
         lines.append(f"    price: {PRICE}")
     lines.append(f"keys:\n  - name: e2e\n    secret: {GATEWAY_KEY}")
     return "\n".join(lines) + "\n"
@@ -298,19 +302,77 @@ def foreign_query(request: dict[str, Any], upstream: Upstream) -> set[str]:
 
 
 def request_model(request: dict[str, Any]) -> str | None:
-    """The model an upstream request named (in the body, or in a Gemini path)."""
+    """The model an upstream request named (in the body, or in a Gemini path), without mock knobs."""
     path: str = request["path"]
     if path.startswith(("/v1beta/models/", "/v1/models/")):
-        return path.split("/models/", 1)[1].split(":", 1)[0]
+        return path.split("/models/", 1)[1].split(":", 1)[0].split("+", 1)[0]
+    body = request_body(request)
+    model = body.get("model")
+    return model.split("+", 1)[0] if isinstance(model, str) else None
+
+
+def _is_mock_token(value: object, prefix: bytes) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return base64.b64decode(value, validate=True).startswith(prefix)
+    except ValueError:
+        return False
+
+
+def missing_reasoning(first: dict[str, Any], second: dict[str, Any], upstream: str) -> str | None:
+    """Why ``second`` (the request carrying a tool result) fails to hand the upstream back the reasoning
+    it produced with the tool call in answer to ``first``, or None. Upstreams reject a tool turn whose
+    reasoning is missing: Anthropic wants the signed thinking block, Gemini the function call's
+    ``thoughtSignature``; a stateless Responses call wants the ``encrypted_content`` it was asked for."""
+    body = request_body(second)
+    if upstream == "anthropic":
+        blocks = [
+            block
+            for message in body.get("messages") or ()
+            if message.get("role") == "assistant" and isinstance(message.get("content"), list)
+            for block in message["content"]
+        ]
+        if any(
+            b.get("type") == "thinking" and _is_mock_token(b.get("signature"), MOCK_SIGNATURE) for b in blocks
+        ):
+            return None
+        return f"no signed thinking block in the assistant turn: {blocks}"
+    if upstream == "gemini":
+        parts = [
+            part
+            for content in body.get("contents") or ()
+            if content.get("role") == "model"
+            for part in content.get("parts") or ()
+        ]
+        signed = [p for p in parts if "functionCall" in p or "function_call" in p]
+        if signed and all(
+            _is_mock_token(p.get("thoughtSignature") or p.get("thought_signature"), MOCK_SIGNATURE)
+            for p in signed
+        ):
+            return None
+        return f"function calls without their thoughtSignature: {parts}"
+    if upstream == "openai-responses":
+        if "reasoning.encrypted_content" not in (request_body(first).get("include") or ()):
+            return None  # stored or not asked for: nothing to hand back
+        items = [i for i in body.get("input") or () if isinstance(i, dict) and i.get("type") == "reasoning"]
+        if any(_is_mock_token(i.get("encrypted_content"), MOCK_REASONING) for i in items):
+            return None
+        return f"no reasoning item with its encrypted_content in the input: {items}"
+    return None  # Chat Completions has no way to hand reasoning back
+
+
+def request_body(request: dict[str, Any]) -> dict[str, Any]:
     try:
         body = orjson.loads(request.get("body") or b"{}")
     except orjson.JSONDecodeError:
-        return None
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) else None
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
-def start_gateway(mock: BackgroundMockServer, models: dict[str, str], data_dir: Path) -> E2EGateway:
+def start_gateway(
+    mock: BackgroundMockServer, models: dict[str, str], data_dir: Path, knobs: str = ""
+) -> E2EGateway:
     """A gateway whose ``models`` (public name → upstream protocol) all route to the mock."""
     httpx.delete(f"{mock.url}/_mock/requests", timeout=10).raise_for_status()
     settings = Settings(
@@ -319,7 +381,7 @@ def start_gateway(mock: BackgroundMockServer, models: dict[str, str], data_dir: 
         admin_username=ADMIN_USER,
         admin_password=ADMIN_PASSWORD,
     )
-    recorder = RecordingApp(create_app(settings, parse_config(gateway_config(mock.url, models))))
+    recorder = RecordingApp(create_app(settings, parse_config(gateway_config(mock.url, models, knobs))))
     logs = LogCapture()
     logging.getLogger("isthmus").addHandler(logs)
     try:

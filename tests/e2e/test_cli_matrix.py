@@ -26,6 +26,7 @@ from .harness import (
     Tripwire,
     UsageApiMissing,
     foreign_query,
+    missing_reasoning,
     request_model,
     upstream_model,
     wait_for_usage,
@@ -141,16 +142,16 @@ class Session:
             self.fail(f"usage records: {err}")
 
 
-SessionFactory = Callable[[str, str], Session]
+SessionFactory = Callable[..., Session]  # (cli, upstream, knobs="") -> Session
 
 
 @pytest.fixture
 def session_for(
     cli_executables: dict[str, Path], make_gateway: GatewayFactory, tripwire: Tripwire, tmp_path: Path
 ) -> SessionFactory:
-    def build(cli: str, upstream: str) -> Session:
+    def build(cli: str, upstream: str, knobs: str = "") -> Session:
         kind = CLI_KINDS[cli]
-        gateway = make_gateway(dict.fromkeys(kind.models, upstream))
+        gateway = make_gateway(dict.fromkeys(kind.models, upstream), knobs)
         return Session(kind, upstream, gateway, tripwire, cli_executables[kind.package.key], tmp_path)
 
     return build
@@ -169,7 +170,9 @@ def test_cli_prints_the_upstream_answer(cli: str, upstream: str, session_for: Se
 
 @pytest.mark.parametrize(("cli", "upstream"), MATRIX)
 def test_cli_tool_round_trip(cli: str, upstream: str, session_for: SessionFactory) -> None:
-    session = session_for(cli, upstream)
+    # The upstream also reasons (signed thinking, thought signatures, encrypted reasoning), which must
+    # come back to it with the tool result whatever protocol the CLI speaks.
+    session = session_for(cli, upstream, "+reasoning=3")
     prompt, marker = session.kind.tool_prompt(session.work, uuid.uuid4().hex[:12])
     run = session.start(prompt, tool=True)
     session.check(run.returncode == 0 and not run.timed_out, "the CLI did not exit 0")
@@ -180,4 +183,9 @@ def test_cli_tool_round_trip(cli: str, upstream: str, session_for: SessionFactor
     )
     # One request that gets the tool call, one that carries the tool's result.
     session.check_traffic(min_requests=2)
+    first, second = [r for r in session.gateway.upstream_requests() if r["method"] == "POST"][-2:]
+    problem = missing_reasoning(first, second, upstream)
+    session.check(
+        problem is None, f"the upstream's reasoning did not come back with the tool result: {problem}"
+    )
     session.check_usage(requests=2)
