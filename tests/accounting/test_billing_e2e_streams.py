@@ -154,7 +154,13 @@ def _assert_billed_once(usage: UsageApi, rid: str) -> None:
     assert rolled == sum((money(r["actual_cost"]) for r in records), Decimal(0))
 
 
-CUT_KNOBS: dict[str, str | int] = {"cache_read": 200, "cache_write": 300, "reasoning": 6, "tokens": 20, "fail": "cut"}
+CUT_KNOBS: dict[str, str | int] = {
+    "cache_read": 200,
+    "cache_write": 300,
+    "reasoning": 6,
+    "tokens": 20,
+    "fail": "cut",
+}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
