@@ -8,8 +8,10 @@ Redaction happens when the log is built, before the record is queued, so secrets
 queue, the spool file or the database:
 - the values of credential headers (``authorization``, ``x-api-key``, ``x-goog-api-key``, ``api-key``,
   ``cookie``, ``set-cookie``, ``proxy-authorization``) are replaced whole;
-- anywhere in headers and bodies: every provider secret, the caller's gateway key, ``key=`` query
-  parameters, ``Bearer`` tokens, and ``name: value`` / ``"name": "value"`` pairs of those headers.
+- anywhere in headers and bodies: every provider secret, the caller's gateway key, anything shaped
+  like a gateway key or admin token (another tenant's key pasted into a prompt: the gateway only
+  keeps their hashes, so it recognises them by their prefix), ``key=`` query parameters, ``Bearer``
+  tokens, and ``name: value`` / ``"name": "value"`` pairs of those headers.
 
 A :class:`Redactor` compiles one regex for a snapshot's provider secrets; build it when the snapshot
 is built, not per request. Secrets shorter than :data:`MIN_SECRET_LENGTH` are not treated as secrets
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from isthmus.accounting.records import LogLevel, RecordBundle, RequestLogRecord
+from isthmus.crypto import ADMIN_TOKEN_PREFIX, GATEWAY_KEY_PREFIX
 
 REDACTED = "[redacted]"
 DEFAULT_BODY_CAP = 64 * 1024
@@ -46,6 +49,11 @@ _HEADER_PAIR = (
 )
 _QUERY_KEY = r"(?P<qname>[?&](?i:key|api_key|api-key)=)(?P<qval>[^&\s\"'#<>]+)"
 _BEARER = r"(?P<bname>(?i:bearer)\s+)(?P<bval>[A-Za-z0-9._~+/=-]{8,})"
+# Our own credentials by shape; the prefix is kept so a reader sees what kind of secret was there.
+_OWN_TOKEN = (
+    rf"(?P<tname>(?<![A-Za-z0-9_-])(?:{re.escape(GATEWAY_KEY_PREFIX)}|{re.escape(ADMIN_TOKEN_PREFIX)}))"
+    r"(?P<tval>[A-Za-z0-9_-]{16,})"
+)
 
 
 def effective_level(gateway_default: str, key_override: str | None) -> LogLevel:
@@ -65,7 +73,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         known = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
         self._longest = len(known[0]) if known else 0
-        parts = [_HEADER_PAIR, _QUERY_KEY, _BEARER]
+        parts = [_HEADER_PAIR, _QUERY_KEY, _BEARER, _OWN_TOKEN]
         if known:
             parts.insert(0, "(?P<secret>" + "|".join(re.escape(s) for s in known) + ")")
         self._pattern = re.compile("|".join(parts))
@@ -100,6 +108,8 @@ def _replace(match: re.Match[str]) -> str:
         return match.group("qname") + REDACTED
     if match.group("bname") is not None:
         return match.group("bname") + REDACTED
+    if match.group("tname") is not None:
+        return match.group("tname") + REDACTED
     return REDACTED
 
 
