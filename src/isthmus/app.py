@@ -162,7 +162,7 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     from isthmus.accounting.retention import RetentionPolicy, RetentionTask
     from isthmus.accounting.rollups import load_spend_totals
     from isthmus.accounting.writer import UsageWriter
-    from isthmus.admin import AdminServices, create_admin_api, ensure_first_admin
+    from isthmus.admin import AdminServices, ensure_first_admin
     from isthmus.crypto import SecretBox, load_or_create_secret_key
     from isthmus.invalidation import SnapshotInvalidator
     from isthmus.providers.http import new_client_session
@@ -273,16 +273,15 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
         reports = health.all_statuses(time.monotonic())
         return [dataclasses.asdict(report) for _, report in sorted(reports.items())]
 
-    admin = create_admin_api(
-        AdminServices(
-            session_factory=sessions,
-            box=box,
-            settings=settings,
-            on_change=reload,
-            http=http,
-            health_statuses=health_statuses,
-        )
+    services = AdminServices(
+        session_factory=sessions,
+        box=box,
+        settings=settings,
+        on_change=reload,
+        http=http,
+        health_statuses=health_statuses,
     )
+    admin = _LazyAdmin(services)
 
     async def ready() -> tuple[bool, str]:
         try:
@@ -293,6 +292,22 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
         return True, "ok"
 
     return Runtime(relay=relay, admin=admin, ready=ready, closers=closers)
+
+
+class _LazyAdmin:
+    """The admin API, built on its first request: the web framework behind it costs memory and
+    start-up time a gateway that only relays should not pay."""
+
+    def __init__(self, services: Any) -> None:
+        self._services = services
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            from isthmus.admin import create_admin_api
+
+            self._app = create_admin_api(self._services)
+        await self._app(scope, receive, send)
 
 
 def _announce(line: str) -> None:

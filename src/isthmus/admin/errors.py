@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from isthmus.config.loader import format_path
-from isthmus.errors import ErrorKind, IsthmusError
+from isthmus.errors import IsthmusError
 
 log = logging.getLogger("isthmus.admin")
 
@@ -35,14 +35,6 @@ _TYPE_BY_STATUS = {
     503: "unavailable",
     504: "timeout",
 }
-
-
-class AdminValidationError(IsthmusError):
-    """A request that is well-formed JSON but names something impossible (an unknown provider in a route,
-    a model that does not exist in an allow-list). ``param`` is the field path, like FastAPI's 422s."""
-
-    status = 422
-    kind = ErrorKind.INVALID_REQUEST
 
 
 def error_type(status: int) -> str:

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from isthmus.admin.errors import AdminValidationError
 from isthmus.admin.login_limiter import LoginLimiter, ip_key, username_key
 from isthmus.admin.schemas.system import TokenCreate
 from isthmus.admin.services import SYSTEM_ACTOR, Actor
 from isthmus.admin.services.common import audit, snapshot
 from isthmus.admin.services.tenancy import user_snapshot
+from isthmus.admin.validation import AdminValidationError
 from isthmus.crypto import hash_password, password_needs_rehash, verify_password
 from isthmus.errors import AuthenticationError, ConflictError, NotFoundError, RateLimitedError
 from isthmus.store import repos

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from isthmus.admin.errors import AdminValidationError
 from isthmus.admin.services import Actor
+from isthmus.admin.validation import AdminValidationError
 from isthmus.errors import ConflictError, PermissionDeniedError
 from isthmus.store import repos
 from isthmus.store.tables import Base, Team, User

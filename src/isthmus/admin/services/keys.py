@@ -13,7 +13,6 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from isthmus.admin.errors import AdminValidationError
 from isthmus.admin.schemas.keys import KeyCreate, KeyOut, KeyStatusFilter, KeyUpdate
 from isthmus.admin.services import Actor
 from isthmus.admin.services.common import (
@@ -26,6 +25,7 @@ from isthmus.admin.services.common import (
     snapshot,
     updates,
 )
+from isthmus.admin.validation import AdminValidationError
 from isthmus.crypto import hash_gateway_key
 from isthmus.errors import ConflictError, NotFoundError, PermissionDeniedError
 from isthmus.store import repos

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from isthmus.admin.errors import AdminValidationError
 from isthmus.admin.schemas.models import (
     ModelCreate,
     ModelOut,
@@ -31,6 +30,7 @@ from isthmus.admin.services.common import (
     snapshot,
     updates,
 )
+from isthmus.admin.validation import AdminValidationError
 from isthmus.errors import ConflictError
 from isthmus.store import repos
 from isthmus.store.repos import Page

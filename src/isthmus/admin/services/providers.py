@@ -16,7 +16,6 @@ import aiohttp
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from isthmus.admin.errors import AdminValidationError
 from isthmus.admin.schemas.providers import (
     EndpointIn,
     EndpointOut,
@@ -38,6 +37,7 @@ from isthmus.admin.services.common import (
     snapshot,
     updates,
 )
+from isthmus.admin.validation import AdminValidationError
 from isthmus.config.schema import DEFAULT_PROTOCOLS
 from isthmus.crypto import SecretBox, mask_secret
 from isthmus.errors import ConfigError, IsthmusError, NotFoundError, UpstreamError

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from isthmus.admin.errors import AdminValidationError
 from isthmus.admin.services import Actor
 from isthmus.admin.services.common import audit, require_admin
+from isthmus.admin.validation import AdminValidationError
 from isthmus.errors import NotFoundError, PermissionDeniedError
 from isthmus.store import repos
 from isthmus.store.canary import CANARY_SETTING

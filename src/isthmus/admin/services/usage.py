@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from isthmus.accounting import reporting
 from isthmus.accounting.prices import PriceBook
 from isthmus.accounting.reporting import Bucket, ExportFormat, GroupBy, GroupRef, Totals, UsageFilters
-from isthmus.admin.errors import AdminValidationError
 from isthmus.admin.schemas.usage import (
     METRICS,
     AttemptOut,
@@ -36,6 +35,7 @@ from isthmus.admin.schemas.usage import (
 )
 from isthmus.admin.services import Actor
 from isthmus.admin.services.common import require_admin
+from isthmus.admin.validation import AdminValidationError
 from isthmus.crypto import SecretBox
 from isthmus.errors import NotFoundError, PermissionDeniedError
 from isthmus.store.snapshot import load_snapshot_rows
