@@ -254,3 +254,33 @@ def test_retry_after_an_empty_stream_does_not_bill_the_empty_attempt(
     assert_tokens(record, expected)
     assert money(record["actual_cost"]) == list_cost(expected, BASE, TIER, TIER_ABOVE) * MULTIPLIER["good"]
     _assert_billed_once(usage, rid)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "stream"), [(p, True) for p in PROTOCOLS] + [("anthropic", False), ("gemini", False)]
+)
+def test_answer_stopped_by_max_tokens_is_billed_as_incomplete(
+    protocol: str, stream: bool, gateway: ServerThread, usage: UsageApi
+) -> None:
+    """20 words asked of the mock, 5 allowed by ``max_tokens``: the upstream reports 5 and stops
+    with its length reason; the record says ``incomplete`` and bills what was reported."""
+    rid = request_id(f"incomplete-{protocol}")
+    resp = call(
+        gateway.url,
+        protocol,
+        MODELS[protocol],
+        TEXT,
+        KEY,
+        stream=stream,
+        rid=rid,
+        knobs={"tokens": 20, "cache_read": 200},
+        max_tokens=5,
+    )
+    assert resp.status_code == 200, resp.text
+    record = usage.record(rid)
+    assert record["status"] == "incomplete" and record["estimated"] is False
+    expected = Tokens(input=10, output=5, cache_read=200)
+    assert_tokens(record, expected)
+    expected_list = list_cost(expected, BASE, TIER, TIER_ABOVE)
+    assert money(record["list_cost"]) == expected_list
+    assert money(record["actual_cost"]) == expected_list * MULTIPLIER[PROVIDER[protocol]]
