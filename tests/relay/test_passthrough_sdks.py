@@ -29,6 +29,7 @@ def test_openai_chat_sync_with_headers(gateway: ServerThread) -> None:
     completion = raw.parse()
     assert completion.choices[0].message.content == "mock: hello there"
     assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "gpt-test"
     assert completion.usage is not None and completion.usage.completion_tokens == 3
     assert completion.usage.prompt_tokens > 0
     assert raw.headers["x-request-id"].startswith("req_")
@@ -107,12 +108,14 @@ def test_anthropic_messages_sync_stream_and_helper(gateway: ServerThread) -> Non
     assert message.content[0].type == "text" and message.content[0].text == "mock: bonjour monde"
     assert message.stop_reason == "end_turn"
     assert message.usage.output_tokens == 3
+    assert message.model == "claude-test"  # the name the client asked for, not the upstream's
     with client.messages.stream(
         model="claude-test", max_tokens=100, messages=[{"role": "user", "content": "streamed words"}]
     ) as stream:
         final = stream.get_final_message()
     assert final.content[0].type == "text" and final.content[0].text == "mock: streamed words"
     assert final.usage.output_tokens == 3 and final.usage.input_tokens > 0
+    assert final.model == "claude-test"
     count = client.messages.count_tokens(
         model="claude-test", messages=[{"role": "user", "content": "count me"}]
     )

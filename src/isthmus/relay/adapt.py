@@ -8,6 +8,7 @@ read-ahead and relay loops do not care which kind they drive.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -25,7 +26,8 @@ from isthmus.relay import wire
 class StreamAdapter(Protocol):
     """One upstream stream seen from the relay: what to send the client, and the billing facts."""
 
-    raw_chunks: bool  # after the commit point, upstream chunks may be forwarded byte for byte
+    raw_chunks: bool  # after the commit point, upstream chunks may be forwarded as they came
+    outgoing: Callable[[bytes], bytes]  # applied to a raw chunk on its way out
 
     @property
     def usage(self) -> Usage: ...
@@ -55,16 +57,43 @@ class StreamAdapter(Protocol):
     def error_event(self, err: IsthmusError) -> bytes: ...
 
 
+class ModelRenamer:
+    """Puts the public model name back into a passthrough answer in place of the upstream's.
+
+    Clients compare the answer's model with the one they asked for (Claude Code drops its signed
+    thinking blocks from the next turn when they differ), so the name the client used is the one it
+    sees. A byte replacement of the JSON member keeps every other byte as the upstream sent it.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, upstream: str, public: str) -> None:
+        up, pub = orjson.dumps(upstream), orjson.dumps(public)
+        self._pairs = ((b'"model":' + up, b'"model":' + pub), (b'"model": ' + up, b'"model": ' + pub))
+
+    def __call__(self, data: bytes) -> bytes:
+        for old, new in self._pairs:
+            if old in data:
+                data = data.replace(old, new)
+        return data
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
 class PassthroughStream:
-    """Same protocol: events go out as they came; only OpenAI's extra usage chunk may be hidden."""
+    """Same protocol: events go out as they came (the model renamed); only OpenAI's extra usage
+    chunk may be hidden."""
 
-    __slots__ = ("_client", "_hide_usage", "_inspector", "raw_chunks")
+    __slots__ = ("_client", "_hide_usage", "_inspector", "outgoing", "raw_chunks")
 
-    def __init__(self, protocol: WireProtocol, hide_usage: bool) -> None:
+    def __init__(self, protocol: WireProtocol, hide_usage: bool, rename: Callable[[bytes], bytes]) -> None:
         self._inspector = wire.new_inspector(protocol)
         self._client = protocol
         self._hide_usage = hide_usage
         self.raw_chunks = not hide_usage
+        self.outgoing: Callable[[bytes], bytes] = rename  # applied to whatever bytes go out
 
     @property
     def usage(self) -> Usage:
@@ -86,7 +115,7 @@ class PassthroughStream:
         kind = self._inspector.inspect(event)
         if kind is EventClass.USAGE_ONLY and self._hide_usage:
             return b"", kind
-        return event.raw, kind
+        return self.outgoing(event.raw), kind
 
     def finish(self) -> bytes:
         return b""
@@ -102,7 +131,7 @@ class PassthroughStream:
 class ConvertingStream:
     """Another protocol: each upstream event is decoded to IR events and re-encoded for the client."""
 
-    __slots__ = ("_seen_content", "_translator", "raw_chunks")
+    __slots__ = ("_seen_content", "_translator", "outgoing", "raw_chunks")
 
     def __init__(
         self,
@@ -118,6 +147,7 @@ class ConvertingStream:
         )
         self._seen_content = False
         self.raw_chunks = False
+        self.outgoing: Callable[[bytes], bytes] = _same
 
     @property
     def usage(self) -> Usage:
@@ -166,7 +196,16 @@ def _include_usage(body: dict[str, Any]) -> bool:
 class Adapter:
     """How one attempt talks to its upstream: passthrough when protocols match, else conversion."""
 
-    __slots__ = ("client", "converting", "hide_usage", "operation", "public_model", "request", "upstream")
+    __slots__ = (
+        "client",
+        "converting",
+        "hide_usage",
+        "operation",
+        "public_model",
+        "rename",
+        "request",
+        "upstream",
+    )
 
     def __init__(
         self, client: WireProtocol, upstream: WireProtocol, operation: Operation, public_model: str
@@ -178,6 +217,7 @@ class Adapter:
         self.converting = client is not upstream
         self.hide_usage = False
         self.request: ir.Request | None = None  # the client's request in IR, once decoded
+        self.rename: Callable[[bytes], bytes] = _same
 
     def request_body(self, body: dict[str, Any], raw: bytes, upstream_model: str, stream: bool) -> bytes:
         """The body for the upstream. Raises ``InvalidRequestError`` when a conversion would change
@@ -189,6 +229,8 @@ class Adapter:
                 self.request, model=upstream_model, stream=stream
             )
             return orjson.dumps(converted)
+        if self.public_model != upstream_model:
+            self.rename = ModelRenamer(upstream_model, self.public_model)
         if self.client is WireProtocol.GEMINI:
             return raw  # the model travels in the URL
         if self.client is WireProtocol.OPENAI_CHAT and self.operation is Operation.GENERATE:
@@ -212,4 +254,4 @@ class Adapter:
                 include_usage=_include_usage(body),
                 request=self.request,
             )
-        return PassthroughStream(self.upstream, self.hide_usage)
+        return PassthroughStream(self.upstream, self.hide_usage, self.rename)

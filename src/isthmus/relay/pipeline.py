@@ -316,7 +316,9 @@ class Relay:
                 body=upstream_body,
                 stream=ctx.stream,
                 headers=forward,
-                query=fwd_query,
+                # Query flags belong to the client's protocol (?beta=true, ?alt=sse): a converted call
+                # must not carry them to an API that rejects unknown parameters.
+                query=fwd_query if not adapter.converting else "",
                 action=door.action,
             )
             keep = self._keeper(ctx, adapter, prepared)
@@ -406,7 +408,7 @@ class Relay:
                 rid = parsed.get("id")
                 if isinstance(rid, str):
                     self.owners.remember(rid, ctx.principal.key_id, call.target)
-        body, content_type = data, _content_type(resp)
+        body, content_type = adapter.rename(data), _content_type(resp)
         if adapter.converting and parsed is not None:
             converted = adapter.response_object(parsed)
             if keep is not None:
