@@ -64,7 +64,9 @@ class PreparedRequest:
 
 
 def _not_found(response_id: str) -> NotFoundError:
-    return NotFoundError(f"Response with id '{response_id}' not found.", param="response_id", code="not_found")
+    return NotFoundError(
+        f"Response with id '{response_id}' not found.", param="response_id", code="not_found"
+    )
 
 
 class ResponsesState:
