@@ -82,18 +82,27 @@ def _same(data: bytes) -> bytes:
     return data
 
 
+def renamer(upstream: object, public: str) -> Callable[[bytes], bytes]:
+    """What turns the upstream's name for the model (as its answer gives it) into the public one."""
+    if not isinstance(upstream, str) or upstream == public:
+        return _same
+    return ModelRenamer(upstream, public)
+
+
 class PassthroughStream:
     """Same protocol: events go out as they came (the model renamed); only OpenAI's extra usage
     chunk may be hidden."""
 
-    __slots__ = ("_client", "_hide_usage", "_inspector", "outgoing", "raw_chunks")
+    __slots__ = ("_client", "_hide_usage", "_inspector", "_named", "_public", "outgoing", "raw_chunks")
 
-    def __init__(self, protocol: WireProtocol, hide_usage: bool, rename: Callable[[bytes], bytes]) -> None:
+    def __init__(self, protocol: WireProtocol, hide_usage: bool, public_model: str) -> None:
         self._inspector = wire.new_inspector(protocol)
         self._client = protocol
         self._hide_usage = hide_usage
+        self._public = public_model
+        self._named = False  # the upstream's own name for the model has been seen
         self.raw_chunks = not hide_usage
-        self.outgoing: Callable[[bytes], bytes] = rename  # applied to whatever bytes go out
+        self.outgoing: Callable[[bytes], bytes] = _same  # applied to whatever bytes go out
 
     @property
     def usage(self) -> Usage:
@@ -113,6 +122,10 @@ class PassthroughStream:
 
     def take(self, event: SSEEvent) -> tuple[bytes, EventClass]:
         kind = self._inspector.inspect(event)
+        if not self._named and self._inspector.model is not None:
+            # The first event names the model (message_start, the first chunk, response.created).
+            self._named = True
+            self.outgoing = renamer(self._inspector.model, self._public)
         if kind is EventClass.USAGE_ONLY and self._hide_usage:
             return b"", kind
         return self.outgoing(event.raw), kind
@@ -202,7 +215,6 @@ class Adapter:
         "hide_usage",
         "operation",
         "public_model",
-        "rename",
         "request",
         "upstream",
     )
@@ -217,7 +229,6 @@ class Adapter:
         self.converting = client is not upstream
         self.hide_usage = False
         self.request: ir.Request | None = None  # the client's request in IR, once decoded
-        self.rename: Callable[[bytes], bytes] = _same
 
     def request_body(self, body: dict[str, Any], raw: bytes, upstream_model: str, stream: bool) -> bytes:
         """The body for the upstream. Raises ``InvalidRequestError`` when a conversion would change
@@ -229,8 +240,6 @@ class Adapter:
                 self.request, model=upstream_model, stream=stream
             )
             return orjson.dumps(converted)
-        if self.public_model != upstream_model:
-            self.rename = ModelRenamer(upstream_model, self.public_model)
         if self.client is WireProtocol.GEMINI:
             return raw  # the model travels in the URL
         if self.client is WireProtocol.OPENAI_CHAT and self.operation is Operation.GENERATE:
@@ -254,4 +263,4 @@ class Adapter:
                 include_usage=_include_usage(body),
                 request=self.request,
             )
-        return PassthroughStream(self.upstream, self.hide_usage, self.rename)
+        return PassthroughStream(self.upstream, self.hide_usage, self.public_model)

@@ -40,7 +40,7 @@ from isthmus.protocols.sse import SSEParser
 from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, UpstreamTarget
 from isthmus.providers.errors import http_error, redact_secret
 from isthmus.relay import wire
-from isthmus.relay.adapt import Adapter, StreamAdapter
+from isthmus.relay.adapt import Adapter, StreamAdapter, renamer
 from isthmus.relay.asgi import ClientGone, RawHeaders, Receive, Scope, Send, header_map, read_body, send_bytes
 from isthmus.relay.billing import Billing, LogCapture
 from isthmus.relay.context import Attempt, Outcome, Principal, RequestContext, new_request_id
@@ -142,6 +142,8 @@ class Relay:
                 raise
             task.uncancel()
             ctx.outcome = Outcome.DISCONNECTED
+            if not ctx.committed:
+                ctx.status = 499  # the client left before any answer: record no status it never got
         except IsthmusError as err:
             await self._send_error(ctx, send, err)
         finally:
@@ -340,7 +342,11 @@ class Relay:
                     return
                 last = err
             except BaseException:
-                # Cancelled (client gone) or a bug: the candidate's outcome is unknown.
+                # Cancelled (client gone) or a bug: the candidate's outcome is unknown. The trace
+                # must not show an abandoned attempt as served (once committed, it was served).
+                if not ctx.committed:
+                    attempt.latency_ms = (time.perf_counter() - attempt.started) * 1000
+                    attempt.error = "client disconnected" if ctx.client_gone else "attempt aborted"
                 router.release(cand)
                 raise
             finally:
@@ -408,7 +414,9 @@ class Relay:
                 rid = parsed.get("id")
                 if isinstance(rid, str):
                     self.owners.remember(rid, ctx.principal.key_id, call.target)
-        body, content_type = adapter.rename(data), _content_type(resp)
+        body, content_type = data, _content_type(resp)
+        if parsed is not None and not adapter.converting:
+            body = renamer(parsed.get("model"), ctx.model or "")(data)
         if adapter.converting and parsed is not None:
             converted = adapter.response_object(parsed)
             if keep is not None:
