@@ -284,3 +284,35 @@ def test_answer_stopped_by_max_tokens_is_billed_as_incomplete(
     expected_list = list_cost(expected, BASE, TIER, TIER_ABOVE)
     assert money(record["list_cost"]) == expected_list
     assert money(record["actual_cost"]) == expected_list * MULTIPLIER[PROVIDER[protocol]]
+
+
+@pytest.mark.parametrize(("protocol", "stream"), [("openai-chat", True), ("anthropic", False)])
+def test_client_gone_before_the_answer_costs_nothing(
+    protocol: str, stream: bool, gateway: ServerThread, usage: UsageApi
+) -> None:
+    """The client gives up while the gateway still waits for the first content (a stream's
+    read-ahead, or a whole answer): nothing reached it, nothing is billed, and the trace shows the
+    attempt abandoned rather than served."""
+    rid = request_id(f"early-{protocol}")
+    knobs = {"ttft": 3000} if stream else {"latency": 3000}
+    with pytest.raises(httpx.ReadTimeout):
+        call(
+            gateway.url,
+            protocol,
+            MODELS[protocol],
+            TEXT,
+            KEY,
+            stream=stream,
+            rid=rid,
+            knobs=knobs,
+            timeout=0.5,
+        )
+    detail = usage.detail(rid)
+    record = detail["record"]
+    assert record["status"] == "disconnected" and record["http_status"] == 499
+    assert_tokens(record, Tokens())
+    assert money(record["list_cost"]) == 0 and money(record["actual_cost"]) == 0
+    [attempt] = detail["attempts"]
+    assert attempt["status"] == "failed" and attempt["error"] == "client disconnected"
+    assert attempt["latency_ms"] >= 400  # it waited for the upstream until the client left
+    _assert_billed_once(usage, rid)
