@@ -13,14 +13,16 @@ starts at local midnight, a month on the 1st; a reservation settles into the per
 
 Amounts are kept as integer nano-dollars (reservations rounded up, spend to nearest), so counters
 never drift. Reservations expire after ``reservation_ttl_s`` so a crashed process cannot hold budget
-forever. ``load_spend`` seeds the counters at start-up from the usage database; in Redis mode the
-counters live in Redis and are seeded only where absent (another instance may already be counting).
+forever; the memory backend remembers a reservation only while it holds an estimate (a request with
+no budget to check holds nothing), so its memory follows the requests in flight, not the traffic.
+``load_spend`` seeds the counters at start-up from the usage database; in Redis mode the counters
+live in Redis and are seeded only where absent (another instance may already be counting).
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -346,7 +348,9 @@ class MemoryBudgets:
         self.calendar = PeriodCalendar(tz)
         self.reservation_ttl_s = reservation_ttl_s
         self._counters: dict[CounterKey, _Counter] = {}
-        self._expiry: deque[Reservation] = deque()
+        # Reservations holding an estimate, oldest first (one TTL, so also soonest to expire first);
+        # settle and release drop theirs at once, expiry frees those never settled.
+        self._live: OrderedDict[Reservation, None] = OrderedDict()
         self._plans = PlanCache()
         self._day_label = ""
 
@@ -364,14 +368,21 @@ class MemoryBudgets:
     def reserve_now(
         self, subjects: Sequence[BudgetSubject], estimate_usd: Decimal, estimate_tokens: int, now: float
     ) -> Reservation:
-        if self._expiry and self._expiry[0].expires_at <= now:
+        live = self._live
+        if live and next(iter(live)).expires_at <= now:
             self._expire(now)
         window = self.calendar.window(now)
         if window.day_label != self._day_label:
             self._rollover(window)
-        usd = max(0, usd_to_nano(estimate_usd, round_up=True))
-        tokens = max(0, estimate_tokens)
         plan = self._plans.plan(subjects, window)
+        if not plan.checks:
+            # Nothing limited: nothing is held (so no estimate is converted) and nothing is remembered;
+            # the reservation only carries the spend counters its settle adds to.
+            reservation = _new_reservation(plan, "", 0, 0, now, self.reservation_ttl_s)
+            reservation.live = False
+            return reservation
+        tokens = max(0, estimate_tokens)
+        usd = max(0, usd_to_nano(estimate_usd, round_up=True))
         counters = self._counters
         for check in plan.checks:
             counter = counters.get(check.key)
@@ -390,13 +401,14 @@ class MemoryBudgets:
                 counter = counters[key] = _Counter()
             counter.reserved_usd += usd
             counter.reserved_tokens += tokens
-        self._expiry.append(reservation)
+        live[reservation] = None
         return reservation
 
     def _unhold(self, reservation: Reservation) -> None:
         if not reservation.live:
             return
         reservation.live = False
+        self._live.pop(reservation, None)
         for key in reservation.holds:
             counter = self._counters.get(key)
             if counter is not None:
@@ -425,9 +437,22 @@ class MemoryBudgets:
         self._unhold(reservation)
 
     def _expire(self, now: float) -> None:
-        expiry = self._expiry
-        while expiry and expiry[0].expires_at <= now:
-            self._unhold(expiry.popleft())
+        live = self._live
+        while live:
+            reservation = next(iter(live))
+            if reservation.expires_at > now:
+                return
+            self._unhold(reservation)
+
+    @property
+    def live_reservations(self) -> int:
+        """Reservations this process remembers: those still holding an estimate. Bounded by the
+        requests in flight (tests check nothing else accumulates)."""
+        return len(self._live)
+
+    @property
+    def counters_tracked(self) -> int:
+        return len(self._counters)
 
     def _rollover(self, window: PeriodWindow) -> None:
         # Counters of past days and months are no longer checked; drop them (the database has them).

@@ -15,15 +15,17 @@ Algorithms (the same in memory and in Redis):
 - Concurrency is a count of live leases; a lease expires after ``lease_ttl_s`` so a crashed process or
   a lost release cannot hold a slot forever (set the TTL above the longest request the gateway allows).
 
-The memory backend does O(1) work per subject per request (a dict hit and a few float operations) and
-keeps lease expiries in a FIFO (every lease has the same TTL, so arrival order is expiry order).
+The memory backend does O(1) work per subject per request (a dict hit and a few float operations).
+Only leases that hold a concurrency slot are remembered, in arrival order (every lease has the same
+TTL, so arrival order is expiry order), and only until they are released or expire: memory stays
+proportional to the requests in flight, not to the traffic of the last TTL.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -155,7 +157,8 @@ class LimitBackend(Protocol):
 _NO_SUBJECTS: tuple[LimitSubject, ...] = ()
 
 
-def _empty_lease(now: float) -> Lease:
+def empty_lease(now: float) -> Lease:
+    """The lease of a request with nothing to limit (releasing it does nothing)."""
     return Lease(id="", subjects=_NO_SUBJECTS, tokens=0, acquired_at=now, expires_at=now)
 
 
@@ -177,7 +180,9 @@ class MemoryLimits:
     def __init__(self, lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> None:
         self.lease_ttl_s = lease_ttl_s
         self._states: dict[tuple[str, int], _State] = {}
-        self._expiry: deque[Lease] = deque()
+        # Leases holding a concurrency slot, oldest first; a release drops its entry at once (O(1)),
+        # expiry reclaims the slots of those never released (a crashed request).
+        self._held: OrderedDict[Lease, None] = OrderedDict()
 
     async def acquire(self, subjects: Sequence[LimitSubject], now: float, estimated_tokens: int) -> Lease:
         return self.acquire_now(subjects, now, estimated_tokens)
@@ -190,7 +195,7 @@ class MemoryLimits:
     ) -> Lease | None:
         subject = LimitSubject.of("provider_key", key_id, str(key_id), limits)
         if subject is None:
-            return _empty_lease(now)
+            return empty_lease(now)
         try:
             return self.acquire_now((subject,), now, estimated_tokens)
         except RateLimitedError:
@@ -198,8 +203,9 @@ class MemoryLimits:
 
     def acquire_now(self, subjects: Sequence[LimitSubject], now: float, estimated_tokens: int) -> Lease:
         if not subjects:
-            return _empty_lease(now)
-        if self._expiry and self._expiry[0].expires_at <= now:
+            return empty_lease(now)
+        held = self._held
+        if held and next(iter(held)).expires_at <= now:
             self._expire(now)
         tokens = max(0, estimated_tokens)
         states: list[_State] = []
@@ -221,6 +227,7 @@ class MemoryLimits:
             if subject.concurrency and state.active >= subject.concurrency:
                 raise rate_limit_error(subject, "concurrency", 1.0, rtat - now, ttat - now)
             states.append(state)
+        slots = False
         for subject, state in zip(subjects, states, strict=True):
             if subject.rpm:
                 state.rpm_tat = (state.rpm_tat if state.rpm_tat > now else now) + WINDOW_S / subject.rpm
@@ -230,6 +237,7 @@ class MemoryLimits:
                 ) + tokens * WINDOW_S / subject.tpm
             if subject.concurrency:
                 state.active += 1
+                slots = True
         lease = Lease(
             id="",
             subjects=tuple(subjects),
@@ -238,7 +246,8 @@ class MemoryLimits:
             expires_at=now + self.lease_ttl_s,
             states=tuple(states),
         )
-        self._expiry.append(lease)
+        if slots:
+            held[lease] = None
         return lease
 
     def release_now(self, lease: Lease, actual_tokens: int | None = None) -> None:
@@ -246,6 +255,8 @@ class MemoryLimits:
             lease.released = True
             return
         lease.released = True
+        if not lease.expired:
+            self._held.pop(lease, None)
         delta = 0 if actual_tokens is None else max(0, actual_tokens) - lease.tokens
         for subject, state in zip(lease.subjects, lease.states, strict=True):
             if subject.tpm and delta:
@@ -254,11 +265,12 @@ class MemoryLimits:
                 state.active -= 1
 
     def _expire(self, now: float) -> None:
-        expiry = self._expiry
-        while expiry and expiry[0].expires_at <= now:
-            lease = expiry.popleft()
-            if lease.released:
-                continue
+        held = self._held
+        while held:
+            lease = next(iter(held))
+            if lease.expires_at > now:
+                return
+            del held[lease]
             lease.expired = True
             for subject, state in zip(lease.subjects, lease.states, strict=True):
                 if subject.concurrency:
@@ -268,6 +280,16 @@ class MemoryLimits:
         """Concurrent leases held on a subject (for the health page and tests)."""
         state = self._states.get((kind, id_))
         return state.active if state else 0
+
+    @property
+    def held_leases(self) -> int:
+        """Leases this process remembers: those holding a concurrency slot, not yet released or
+        expired. Bounded by the requests in flight (tests check nothing else accumulates)."""
+        return len(self._held)
+
+    @property
+    def subjects_tracked(self) -> int:
+        return len(self._states)
 
 
 # --- Redis ------------------------------------------------------------------------------------------
@@ -319,7 +341,7 @@ class RedisLimits:
 
     async def acquire(self, subjects: Sequence[LimitSubject], now: float, estimated_tokens: int) -> Lease:
         if not subjects:
-            return _empty_lease(now)
+            return empty_lease(now)
         lease, call = self.call(subjects, now, estimated_tokens)
         refusal = await self.scripts.admit(now, call, None)
         if refusal is not None:
@@ -348,7 +370,7 @@ class RedisLimits:
     ) -> Lease | None:
         subject = LimitSubject.of("provider_key", key_id, str(key_id), limits)
         if subject is None:
-            return _empty_lease(now)
+            return empty_lease(now)
         try:
             return await self.acquire((subject,), now, estimated_tokens)
         except RateLimitedError:
