@@ -290,3 +290,27 @@ async def test_auxiliary_operations() -> None:
         b"".join((await run(Protocol.OPENAI_CHAT, body, stream=False, operation=Operation.EMBED))[2])
     )
     assert again["data"] == data  # deterministic
+
+
+async def test_gemini_structured_output_answers_json_matching_the_schema() -> None:
+    from isthmus.ir import Operation, Protocol
+    from isthmus.providers.mock import mock_respond
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "reasoning": {"type": "string"},
+            "model_choice": {"type": "string", "enum": ["flash", "pro"]},
+        },
+        "required": ["reasoning", "model_choice"],
+    }
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "route me"}]}],
+        "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema},
+    }
+    resp = await mock_respond(
+        Protocol.GEMINI, Operation.GENERATE, orjson.dumps(body), {}, "mock-gemini", False
+    )
+    payload = orjson.loads(b"".join([chunk async for chunk in resp.chunks]))
+    text = payload["candidates"][0]["content"]["parts"][0]["text"]
+    assert orjson.loads(text) == {"reasoning": "mock", "model_choice": "flash"}

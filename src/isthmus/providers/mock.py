@@ -143,6 +143,7 @@ class MockRequest:
     tool_result: str | None = None
     tools: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     max_tokens: int | None = None
+    json_schema: Mapping[str, Any] | None = None  # the answer must be JSON (matching this schema)
     # Prompt tokens counted up to each cache_control mark, with the mark's TTL.
     cache_marks: list[tuple[int, str]] = field(default_factory=list)
     body: dict[str, Any] = field(default_factory=dict)
@@ -325,6 +326,9 @@ def _read_gemini(req: MockRequest, body: Mapping[str, Any]) -> None:
         body = wrapped
     config = as_mapping(_field(body, "generationConfig"))
     req.max_tokens = _opt_int(_field(config, "maxOutputTokens"))
+    schema = _field(config, "responseJsonSchema") or _field(config, "responseSchema")
+    if isinstance(schema, Mapping) or _field(config, "responseMimeType") == "application/json":
+        req.json_schema = schema if isinstance(schema, Mapping) else {}
     for tool in body.get("tools") or ():
         for decl in _field(as_mapping(tool), "functionDeclarations") or ():
             decl = as_mapping(decl)
@@ -421,6 +425,15 @@ def _placeholder(schema: Mapping[str, Any]) -> object:
     )
 
 
+def json_value(schema: Mapping[str, Any]) -> object:
+    """A value of the schema's shape: every declared property of an object filled in."""
+    properties = schema.get("properties")
+    if schema.get("type") == "object" or isinstance(properties, Mapping):
+        props = properties if isinstance(properties, Mapping) else {}
+        return {k: json_value(v) if isinstance(v, Mapping) else "mock" for k, v in props.items()}
+    return _placeholder(schema)
+
+
 def tool_arguments(text: str, schema: Mapping[str, Any]) -> dict[str, Any]:
     match = _ARGS.search(text)
     if match is not None:
@@ -475,6 +488,9 @@ def plan_answer(req: MockRequest, knobs: MockKnobs) -> MockAnswer:
         schema = next(s for n, s in req.tools if n == name)
         arguments = orjson.dumps(tool_arguments(req.last_user_text, schema)).decode()
         tool_call = ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, arguments)
+    elif req.json_schema is not None:
+        # Structured output (e.g. Gemini CLI's model router): a JSON value the schema accepts.
+        pieces = [orjson.dumps(json_value(req.json_schema)).decode()]
     else:
         pieces = _WORDS.findall(f"mock: {req.last_user_text}".strip())
     if knobs.tokens is not None and tool_call is None and knobs.fail != "empty":
