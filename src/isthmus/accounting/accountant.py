@@ -5,6 +5,10 @@ default cap, the public model's price or else its dearest route's), reserves tha
 budget of the key, user and team and takes a rate-limit lease — all or nothing. With both backends
 on the same Redis client this is one ``ADMIT`` script (one round trip); ``settle``/``release`` is one
 ``FINISH``. With the memory backends nothing awaits, so no task switch happens inside.
+
+The request path pays only for what the subject has: without limits no lease is taken; without a
+budget nothing is held and the USD estimate is never computed (``Admission.estimate_usd`` works it out
+if someone asks); the actual spend is still counted at settle, so a budget added later sees it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -40,6 +45,7 @@ from isthmus.accounting.limits import (
     LimitSubject,
     MemoryLimits,
     RedisLimits,
+    empty_lease,
 )
 from isthmus.accounting.prices import PriceBook, ResolvedPrice
 from isthmus.accounting.redis_scripts import AccountingScripts
@@ -68,6 +74,7 @@ class Subject:
     # Derived once, so the hot path does not rebuild them per request.
     limit_subjects: tuple[LimitSubject, ...] = field(init=False, repr=False)
     budget_subjects: tuple[BudgetSubject, ...] = field(init=False, repr=False)
+    budgeted: bool = field(init=False, repr=False)  # some budget of the key, user or team is set
 
     def __post_init__(self) -> None:
         limits = [LimitSubject.of("key", self.key_id, self.key_name, self.key_limits)]
@@ -82,6 +89,7 @@ class Subject:
             budgets.append(BudgetSubject("team", self.team_id, name, self.team_budget))
         object.__setattr__(self, "limit_subjects", tuple(s for s in limits if s is not None))
         object.__setattr__(self, "budget_subjects", tuple(budgets))
+        object.__setattr__(self, "budgeted", any(_sets_a_limit(b.budget) for b in budgets))
 
     @classmethod
     def from_rows(
@@ -103,6 +111,77 @@ class Subject:
         )
 
 
+def _sets_a_limit(budget: Budget | None) -> bool:
+    return budget is not None and any(
+        v is not None
+        for v in (
+            budget.daily_usd,
+            budget.monthly_usd,
+            budget.total_usd,
+            budget.daily_tokens,
+            budget.monthly_tokens,
+            budget.total_tokens,
+        )
+    )
+
+
+_UNSET: Any = object()
+
+
+class Estimate:
+    """What admission expects a request to use: tokens always, the price and USD only when read
+    (at admission only when a budget needs them), as of the admission time and with the price book in
+    force then."""
+
+    __slots__ = (
+        "_price",
+        "_usd",
+        "at",
+        "default_max_output",
+        "max_output_tokens",
+        "model",
+        "prices",
+        "prompt_tokens",
+        "tokens",
+    )
+
+    def __init__(
+        self,
+        prices: PriceBook,
+        model: str,
+        at: float,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        default_max_output: int,
+    ) -> None:
+        self.prices = prices
+        self.model = model
+        self.at = at
+        self.prompt_tokens = prompt_tokens
+        self.max_output_tokens = max_output_tokens
+        self.default_max_output = default_max_output
+        self.tokens = prompt_tokens + estimate_output_tokens(max_output_tokens, default_max_output)
+        self._price: ResolvedPrice | None = _UNSET
+        self._usd: Decimal | None = None
+
+    @property
+    def price(self) -> ResolvedPrice | None:
+        if self._price is _UNSET:
+            self._price = self.prices.estimate_price(self.model, datetime.fromtimestamp(self.at, UTC))
+        return self._price
+
+    @property
+    def usd(self) -> Decimal:
+        if self._usd is None:
+            self._usd = estimate_cost(
+                self.prompt_tokens,
+                self.max_output_tokens,
+                self.price,
+                default_max_output=self.default_max_output,
+            )
+        return self._usd
+
+
 @dataclass(slots=True, eq=False)
 class Admission:
     """An admitted request's holds; hand it back to ``settle`` or ``release`` exactly once."""
@@ -111,11 +190,22 @@ class Admission:
     model: str
     lease: Lease
     reservation: Reservation
-    price: ResolvedPrice | None  # the price the estimate used (``PriceBook.estimate_price``)
-    estimate_usd: Decimal
-    estimate_tokens: int
+    estimate: Estimate
     admitted_at: float
     finished: bool = False
+
+    @property
+    def price(self) -> ResolvedPrice | None:
+        """The price the estimate used (``PriceBook.estimate_price``)."""
+        return self.estimate.price
+
+    @property
+    def estimate_usd(self) -> Decimal:
+        return self.estimate.usd
+
+    @property
+    def estimate_tokens(self) -> int:
+        return self.estimate.tokens
 
 
 class Accountant:
@@ -174,31 +264,29 @@ class Accountant:
     ) -> Admission:
         """Reserve budget and take rate-limit slots, or raise ``BudgetExceededError``/``RateLimitedError``."""
         at = time.time() if now is None else now
-        price = self.prices.estimate_price(model, datetime.fromtimestamp(at, UTC))
-        prompt = estimate_prompt_tokens(body_size)
-        tokens = prompt + estimate_output_tokens(max_output_tokens, self.default_max_output_tokens)
-        usd = estimate_cost(
-            prompt, max_output_tokens, price, default_max_output=self.default_max_output_tokens
+        estimate = Estimate(
+            self.prices,
+            model,
+            at,
+            estimate_prompt_tokens(body_size),
+            max_output_tokens,
+            self.default_max_output_tokens,
         )
+        tokens = estimate.tokens
+        usd = estimate.usd if subject.budgeted else _ZERO
         if self._scripts is not None:
             lease, reservation = await self._admit_redis(subject, usd, tokens, at)
         else:
             reservation = await self.budgets.reserve(subject.budget_subjects, usd, tokens, at)
-            try:
-                lease = await self.limits.acquire(subject.limit_subjects, at, tokens)
-            except BaseException:
-                await self.budgets.release(reservation)
-                raise
-        return Admission(
-            subject=subject,
-            model=model,
-            lease=lease,
-            reservation=reservation,
-            price=price,
-            estimate_usd=usd,
-            estimate_tokens=tokens,
-            admitted_at=at,
-        )
+            if not subject.limit_subjects:
+                lease = empty_lease(at)
+            else:
+                try:
+                    lease = await self.limits.acquire(subject.limit_subjects, at, tokens)
+                except BaseException:
+                    await self.budgets.release(reservation)
+                    raise
+        return Admission(subject, model, lease, reservation, estimate, at)
 
     async def _admit_redis(
         self, subject: Subject, usd: Decimal, tokens: int, now: float

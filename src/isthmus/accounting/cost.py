@@ -7,21 +7,23 @@ the rest of the output at the output rate. Actual cost = list × the provider ke
 0 for a provider marked free tier. An empty usage (an attempt that produced nothing billable) costs
 nothing, per-request fee included, so a failed attempt followed by a retry bills once.
 
-All arithmetic is ``Decimal`` in a private context: no float drift, whatever the global context says.
+All arithmetic is exact: the request path sums tokens × rate as integers (each price's rates scaled to
+one integer unit once, ``IntegerRates``) and makes one ``Decimal`` of the total; the per-kind breakdown
+is worked out in ``Decimal`` only when asked for. Decimals use a private context: no float drift,
+whatever the global context says.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Context, Decimal
 
-from isthmus.accounting.prices import ResolvedPrice, to_decimal
+from isthmus.accounting.prices import IntegerRates, Rates, ResolvedPrice, to_decimal
 from isthmus.ir.usage import Usage
 
 # Token counts up to 1e12 times rates with a dozen significant digits stay exact at this precision.
 _CTX = Context(prec=40)
 _ZERO = Decimal(0)
-_ONE = Decimal(1)
 _PER_MILLION = -6  # rates are per 1M tokens: scale by 10^-6 (exact, an exponent shift)
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -66,23 +68,76 @@ class CostBreakdown:
         }
 
 
+# Token counts of one priced request, in the order ``_breakdown`` reads them.
+_Tokens = tuple[int, int, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Cost:
     list_usd: Decimal
     actual_usd: Decimal
-    breakdown: CostBreakdown
     tier_above_tokens: int | None = None  # the long-context tier applied, if any
     priced: bool = True  # False: no price was known; the cost is 0 and the record is flagged
+    # What the breakdown is worked out from, on demand (the request path never needs it): the
+    # counts billed, the prompt size that chose the tier, and the price.
+    basis: tuple[_Tokens, int, ResolvedPrice] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def zero(cls, *, priced: bool = True) -> Cost:
-        return cls(list_usd=_ZERO, actual_usd=_ZERO, breakdown=CostBreakdown(), priced=priced)
+        return cls(list_usd=_ZERO, actual_usd=_ZERO, priced=priced)
+
+    @property
+    def breakdown(self) -> CostBreakdown:
+        """List cost per token kind (``Decimal`` arithmetic; its total is ``list_usd``)."""
+        if self.basis is None:
+            return CostBreakdown()
+        tokens, prompt, price = self.basis
+        rates, _ = price.rates_for(prompt)
+        return _breakdown(tokens, rates, price.per_request)
+
+
+_UNPRICED = Cost.zero(priced=False)
+_NOTHING = Cost.zero()
 
 
 def _part(tokens: int, rate: Decimal) -> Decimal:
     if tokens <= 0:
         return _ZERO
     return _CTX.multiply(Decimal(tokens), rate).scaleb(_PER_MILLION, _CTX)
+
+
+def _breakdown(tokens: _Tokens, rates: Rates, per_request: Decimal) -> CostBreakdown:
+    input_, cache_read, cache_write_5m, cache_write_1h, output, reasoning = tokens
+    if rates.reasoning_apart:
+        output_usd = _part(output - reasoning, rates.output)
+        reasoning_usd = _part(reasoning, rates.reasoning)
+    else:
+        output_usd = _part(output, rates.output)
+        reasoning_usd = _ZERO
+    return CostBreakdown(
+        input=_part(input_, rates.input),
+        cache_read=_part(cache_read, rates.cache_read),
+        cache_write_5m=_part(cache_write_5m, rates.cache_write_5m),
+        cache_write_1h=_part(cache_write_1h, rates.cache_write_1h),
+        output=output_usd,
+        reasoning=reasoning_usd,
+        per_request=per_request,
+    )
+
+
+def _units(tokens: _Tokens, rates: IntegerRates) -> int:
+    """The list cost in ``10**(rates.exponent - 6)`` USD: exact integer arithmetic."""
+    input_, cache_read, cache_write_5m, cache_write_1h, output, reasoning = tokens
+    total = (
+        input_ * rates.input
+        + cache_read * rates.cache_read
+        + cache_write_5m * rates.cache_write_5m
+        + cache_write_1h * rates.cache_write_1h
+        + rates.per_request
+    )
+    if rates.reasoning_apart:
+        return total + (output - reasoning) * rates.output + reasoning * rates.reasoning
+    return total + output * rates.output
 
 
 def compute_cost(
@@ -93,33 +148,32 @@ def compute_cost(
     free_tier: bool = False,
 ) -> Cost:
     if price is None:
-        return Cost.zero(priced=False)
+        return _UNPRICED
     if usage.is_empty():
-        return Cost.zero()
-    rates, tier = price.rates_for(usage.prompt_tokens)
-    reasoning_tokens = min(max(usage.reasoning_tokens, 0), max(usage.output_tokens, 0))
-    if rates.reasoning_apart:
-        output = _part(usage.output_tokens - reasoning_tokens, rates.output)
-        reasoning = _part(reasoning_tokens, rates.reasoning)
-    else:
-        output = _part(usage.output_tokens, rates.output)
-        reasoning = _ZERO
-    breakdown = CostBreakdown(
-        input=_part(usage.input_tokens, rates.input),
-        cache_read=_part(usage.cache_read_tokens, rates.cache_read),
-        cache_write_5m=_part(usage.cache_write_5m_tokens, rates.cache_write_5m),
-        cache_write_1h=_part(usage.cache_write_1h_tokens, rates.cache_write_1h),
-        output=output,
-        reasoning=reasoning,
-        per_request=price.per_request,
+        return _NOTHING
+    # Negative counts (a broken report) bill nothing; reasoning cannot exceed the output it is part of.
+    output = max(usage.output_tokens, 0)
+    tokens: _Tokens = (
+        max(usage.input_tokens, 0),
+        max(usage.cache_read_tokens, 0),
+        max(usage.cache_write_5m_tokens, 0),
+        max(usage.cache_write_1h_tokens, 0),
+        output,
+        min(max(usage.reasoning_tokens, 0), output),
     )
-    list_usd = breakdown.total()
+    prompt = usage.prompt_tokens
+    integer, tier = price.integer_rates_for(prompt)
+    if integer is not None:
+        list_usd = Decimal(_units(tokens, integer)).scaleb(integer.exponent + _PER_MILLION, _CTX)
+    else:
+        list_usd = _breakdown(tokens, price.rates_for(prompt)[0], price.per_request).total()
     if free_tier:
         actual = _ZERO
+    elif cost_multiplier == 1:
+        actual = list_usd
     else:
-        multiplier = to_decimal(cost_multiplier)
-        actual = list_usd if multiplier == _ONE else _CTX.multiply(list_usd, multiplier)
-    return Cost(list_usd=list_usd, actual_usd=actual, breakdown=breakdown, tier_above_tokens=tier)
+        actual = _CTX.multiply(list_usd, to_decimal(cost_multiplier))
+    return Cost(list_usd, actual, tier, basis=(tokens, prompt, price))
 
 
 def estimate_prompt_tokens(body_size: int) -> int:
@@ -153,6 +207,11 @@ def estimate_cost(
         return _ZERO
     prompt = max(0, prompt_tokens_estimate)
     output_tokens = estimate_output_tokens(max_output_tokens, default_max_output)
+    integer, _ = price.integer_rates_for(prompt)
+    if integer is not None:
+        out_units = max(integer.output, integer.reasoning)
+        units = prompt * integer.input + output_tokens * out_units + integer.per_request
+        return Decimal(units).scaleb(integer.exponent + _PER_MILLION, _CTX)
     rates, _ = price.rates_for(prompt)
     out_rate = max(rates.output, rates.reasoning)
     total = _CTX.add(_part(prompt, rates.input), _part(output_tokens, out_rate))

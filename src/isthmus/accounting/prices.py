@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
@@ -85,6 +85,63 @@ class Rates:
 
 
 @dataclass(frozen=True, slots=True)
+class IntegerRates:
+    """One set of rates and the per-request fee as integers of a common unit, ``10**exponent`` USD per
+    1M tokens, so pricing a request is integer arithmetic (exact) and one ``Decimal`` at the end."""
+
+    exponent: int
+    input: int
+    output: int
+    cache_read: int
+    cache_write_5m: int
+    cache_write_1h: int
+    reasoning: int
+    reasoning_apart: bool
+    per_request: int  # the fee × 1M, in the same unit (it is added to a sum of tokens × rate)
+
+    @classmethod
+    def of(cls, rates: Rates, per_request: Decimal) -> IntegerRates | None:
+        """None when a value is not a finite decimal (no common integer unit)."""
+        values = (
+            rates.input,
+            rates.output,
+            rates.cache_read,
+            rates.cache_write_5m,
+            rates.cache_write_1h,
+            rates.reasoning,
+        )
+        if not all(v.is_finite() for v in values) or not per_request.is_finite():
+            return None
+        fee_exponent = _exponent(per_request) + 6  # USD per request → a "per 1M" amount
+        exponent = min(min(_exponent(v) for v in values), fee_exponent)
+        return cls(
+            exponent=exponent,
+            input=_scaled(rates.input, exponent),
+            output=_scaled(rates.output, exponent),
+            cache_read=_scaled(rates.cache_read, exponent),
+            cache_write_5m=_scaled(rates.cache_write_5m, exponent),
+            cache_write_1h=_scaled(rates.cache_write_1h, exponent),
+            reasoning=_scaled(rates.reasoning, exponent),
+            reasoning_apart=rates.reasoning_apart,
+            per_request=_scaled(per_request, exponent - 6),
+        )
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite values only
+    return exponent
+
+
+def _scaled(value: Decimal, exponent: int) -> int:
+    """``value / 10**exponent`` exactly, for an ``exponent`` at or below the value's own."""
+    sign, digits, own = value.as_tuple()
+    assert isinstance(own, int) and own >= exponent
+    coefficient = int("".join(map(str, digits)) or "0") * 10 ** (own - exponent)
+    return int(-coefficient if sign else coefficient)
+
+
+@dataclass(frozen=True, slots=True)
 class PriceTier:
     above_tokens: int
     rates: Rates
@@ -102,6 +159,27 @@ class ResolvedPrice:
     rates: Rates
     per_request: Decimal  # USD per request
     tiers: tuple[PriceTier, ...]  # ascending ``above_tokens``
+    # Derived once per price (prices are built per snapshot, used by every request): the integer
+    # form of the base and tier rates, and the JSON every usage record billed at this price stores.
+    integer_rates: tuple[IntegerRates | None, ...] = field(init=False, repr=False, compare=False)
+    _json: dict[str, Any] | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        integer = [IntegerRates.of(self.rates, self.per_request)]
+        integer += [IntegerRates.of(t.rates, self.per_request) for t in self.tiers]
+        object.__setattr__(self, "integer_rates", tuple(integer))
+
+    def integer_rates_for(self, prompt_tokens: int) -> tuple[IntegerRates | None, int | None]:
+        """:meth:`rates_for` in integer form (None: some rate is not a finite decimal)."""
+        index = 0
+        for number, tier in enumerate(self.tiers, start=1):
+            if prompt_tokens > tier.above_tokens:
+                index = number
+            else:
+                break
+        if index == 0:
+            return self.integer_rates[0], None
+        return self.integer_rates[index], self.tiers[index - 1].above_tokens
 
     def rates_for(self, prompt_tokens: int) -> tuple[Rates, int | None]:
         """The rates for a request with this many prompt tokens, and the tier applied (its threshold)."""
@@ -116,6 +194,15 @@ class ResolvedPrice:
         return chosen.rates, chosen.above_tokens
 
     def to_json(self) -> dict[str, Any]:
+        """The price as stored with each usage record. Built once and shared by every record billed
+        at this price: treat it as read-only."""
+        data = self._json
+        if data is None:
+            data = self._build_json()
+            object.__setattr__(self, "_json", data)
+        return data
+
+    def _build_json(self) -> dict[str, Any]:
         return {
             "ref": self.ref,
             "source": self.source,
