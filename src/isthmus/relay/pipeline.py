@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -77,6 +78,8 @@ def extract_api_key(headers: Mapping[str, str], query: str) -> str | None:
                 return part[4:] or None
     return None
 
+
+log = logging.getLogger("isthmus.relay")
 
 Keeper = Callable[[dict[str, Any] | None], Awaitable[None]]
 
@@ -272,7 +275,7 @@ class Relay:
         prepared: PreparedRequest | None = None,
     ) -> None:
         router = self._holder.current.router
-        if prepared is not None and prepared.body is not body:
+        if prepared is not None and (prepared.previous_response_id or b'"item_reference"' in raw):
             raw = orjson.dumps(body)  # the expanded conversation goes upstream, not the short form
         forward = _forward_headers(headers)
         fwd_query = _forward_query(query)
@@ -437,8 +440,13 @@ class Relay:
         key_id = ctx.principal.key_id if ctx.principal else 0
 
         async def keep(response: dict[str, Any] | None) -> None:
-            if response is not None and response.get("id"):
+            if response is None or not response.get("id"):
+                return
+            try:
                 await state.save(response, key_id=key_id, prepared=prepared)
+            except Exception:
+                # The answer itself is fine; only a later previous_response_id to it will not resolve.
+                log.exception("could not store response %s for later turns", response.get("id"))
 
         return keep
 
@@ -645,6 +653,9 @@ class Relay:
         return [(b"x-request-id", ctx.request_id.encode()), (b"server-timing", timing.encode())]
 
     async def _send_error(self, ctx: RequestContext, send: Send, err: IsthmusError) -> None:
+        if ctx.committed:  # the answer has started: nothing more can be said in a new response
+            log.warning("request %s failed after its answer started: %s", ctx.request_id, err.message)
+            return
         ctx.status = err.status
         ctx.error = err.message
         if ctx.outcome is Outcome.OK:
