@@ -226,6 +226,10 @@ class Accountant:
         self.tz = tz
         self.default_max_output_tokens = default_max_output_tokens
         self._scripts: AccountingScripts | None = None
+        # Both in this process: call them directly (they never await), saving a coroutine per step.
+        self._memory: tuple[MemoryBudgets, MemoryLimits] | None = None
+        if isinstance(budgets, MemoryBudgets) and isinstance(limits, MemoryLimits):
+            self._memory = (budgets, limits)
         if (
             isinstance(budgets, RedisBudgets)
             and isinstance(limits, RedisLimits)
@@ -274,6 +278,17 @@ class Accountant:
         )
         tokens = estimate.tokens
         usd = estimate.usd if subject.budgeted else _ZERO
+        if self._memory is not None:
+            budgets, limits = self._memory
+            reservation = budgets.reserve_now(subject.budget_subjects, usd, tokens, at)
+            if not subject.limit_subjects:
+                return Admission(subject, model, empty_lease(at), reservation, estimate, at)
+            try:
+                lease = limits.acquire_now(subject.limit_subjects, at, tokens)
+            except BaseException:
+                budgets.release_now(reservation)
+                raise
+            return Admission(subject, model, lease, reservation, estimate, at)
         if self._scripts is not None:
             lease, reservation = await self._admit_redis(subject, usd, tokens, at)
         else:
@@ -326,6 +341,14 @@ class Accountant:
 
     async def _finish(self, admission: Admission, actual_usd: Decimal | None, actual_tokens: int) -> None:
         lease, reservation = admission.lease, admission.reservation
+        if self._memory is not None:
+            memory_budgets, memory_limits = self._memory
+            memory_limits.release_now(lease, actual_tokens)
+            if actual_usd is None:
+                memory_budgets.release_now(reservation)
+            else:
+                memory_budgets.settle_now(reservation, actual_usd, actual_tokens)
+            return
         if self._scripts is not None:
             budgets = self.budgets
             limits = self.limits
@@ -365,7 +388,12 @@ class Accountant:
     ) -> Lease | None:
         """A provider key's slot, or None to skip this candidate (its own limits are full)."""
         at = time.time() if now is None else now
+        if self._memory is not None:
+            return self._memory[1].try_acquire_provider_key_now(key_id, limits, at, estimated_tokens)
         return await self.limits.try_acquire_provider_key(key_id, limits, at, estimated_tokens)
 
     async def release_provider_key(self, lease: Lease, actual_tokens: int | None = None) -> None:
+        if self._memory is not None:
+            self._memory[1].release_now(lease, actual_tokens)
+            return
         await self.limits.release(lease, actual_tokens)

@@ -72,8 +72,11 @@ class CostBreakdown:
 _Tokens = tuple[int, int, int, int, int, int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cost:
+    """What a request cost. A value: nothing changes it after ``compute_cost`` (not frozen only
+    because a frozen dataclass costs three times as much to build, once per request)."""
+
     list_usd: Decimal
     actual_usd: Decimal
     tier_above_tokens: int | None = None  # the long-context tier applied, if any
@@ -94,10 +97,6 @@ class Cost:
         tokens, prompt, price = self.basis
         rates, _ = price.rates_for(prompt)
         return _breakdown(tokens, rates, price.per_request)
-
-
-_UNPRICED = Cost.zero(priced=False)
-_NOTHING = Cost.zero()
 
 
 def _part(tokens: int, rate: Decimal) -> Decimal:
@@ -148,9 +147,9 @@ def compute_cost(
     free_tier: bool = False,
 ) -> Cost:
     if price is None:
-        return _UNPRICED
+        return Cost.zero(priced=False)
     if usage.is_empty():
-        return _NOTHING
+        return Cost.zero()
     # Negative counts (a broken report) bill nothing; reasoning cannot exceed the output it is part of.
     output = max(usage.output_tokens, 0)
     tokens: _Tokens = (

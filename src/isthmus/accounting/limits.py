@@ -162,6 +162,29 @@ def empty_lease(now: float) -> Lease:
     return Lease(id="", subjects=_NO_SUBJECTS, tokens=0, acquired_at=now, expires_at=now)
 
 
+class ProviderKeySubjects:
+    """The limit subject of each provider key, rebuilt only when the key's limits object changes.
+
+    The relay passes the same snapshot object for a key on every request, so this is a dict hit
+    instead of a new subject per attempt. The cached object is held, so its id cannot be reused.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._subjects: dict[int, tuple[HasLimits, tuple[LimitSubject, ...]]] = {}
+        self._max = max_entries
+
+    def of(self, key_id: int, limits: HasLimits) -> tuple[LimitSubject, ...]:
+        cached = self._subjects.get(key_id)
+        if cached is not None and cached[0] is limits:
+            return cached[1]
+        subject = LimitSubject.of("provider_key", key_id, str(key_id), limits)
+        subjects = _NO_SUBJECTS if subject is None else (subject,)
+        if len(self._subjects) >= self._max:
+            self._subjects.clear()
+        self._subjects[key_id] = (limits, subjects)
+        return subjects
+
+
 # --- memory -----------------------------------------------------------------------------------------
 
 
@@ -183,6 +206,7 @@ class MemoryLimits:
         # Leases holding a concurrency slot, oldest first; a release drops its entry at once (O(1)),
         # expiry reclaims the slots of those never released (a crashed request).
         self._held: OrderedDict[Lease, None] = OrderedDict()
+        self._provider_keys = ProviderKeySubjects()
 
     async def acquire(self, subjects: Sequence[LimitSubject], now: float, estimated_tokens: int) -> Lease:
         return self.acquire_now(subjects, now, estimated_tokens)
@@ -193,11 +217,16 @@ class MemoryLimits:
     async def try_acquire_provider_key(
         self, key_id: int, limits: HasLimits, now: float, estimated_tokens: int = 0
     ) -> Lease | None:
-        subject = LimitSubject.of("provider_key", key_id, str(key_id), limits)
-        if subject is None:
+        return self.try_acquire_provider_key_now(key_id, limits, now, estimated_tokens)
+
+    def try_acquire_provider_key_now(
+        self, key_id: int, limits: HasLimits, now: float, estimated_tokens: int = 0
+    ) -> Lease | None:
+        subjects = self._provider_keys.of(key_id, limits)
+        if not subjects:
             return empty_lease(now)
         try:
-            return self.acquire_now((subject,), now, estimated_tokens)
+            return self.acquire_now(subjects, now, estimated_tokens)
         except RateLimitedError:
             return None
 
@@ -310,6 +339,7 @@ class RedisLimits:
         self.prefix = prefix
         self.lease_ttl_s = lease_ttl_s
         self.scripts = scripts or AccountingScripts(client)
+        self._provider_keys = ProviderKeySubjects()
 
     def _keys(self, subject: LimitSubject) -> tuple[str, str]:
         return f"{self.prefix}rl:{subject.kind}:{subject.id}", f"{self.prefix}rlc:{subject.kind}:{subject.id}"
@@ -368,10 +398,10 @@ class RedisLimits:
     async def try_acquire_provider_key(
         self, key_id: int, limits: HasLimits, now: float, estimated_tokens: int = 0
     ) -> Lease | None:
-        subject = LimitSubject.of("provider_key", key_id, str(key_id), limits)
-        if subject is None:
+        subjects = self._provider_keys.of(key_id, limits)
+        if not subjects:
             return empty_lease(now)
         try:
-            return await self.acquire((subject,), now, estimated_tokens)
+            return await self.acquire(subjects, now, estimated_tokens)
         except RateLimitedError:
             return None
