@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, cast
 
@@ -174,18 +174,30 @@ def fold_spend(records: Iterable[UsageRecord], tz: tzinfo = UTC) -> dict[SpendKe
     Spend is the actual cost (after the provider key's multiplier; 0 on a free tier): what budgets
     count. Tokens are every billed token. Records that cost nothing and used no token add nothing.
     """
-    folded: dict[SpendKey, SpendDelta] = {}
+    # Records are first summed per (local day, key, user, team) — one tuple per record — and only the
+    # distinct sums are spread over the entities and periods: a batch holds a few days and principals,
+    # and the period starts (which depend only on the local date) are computed once per day.
+    by_day: dict[tuple[date, int | None, int | None, int | None], SpendDelta] = {}
     for record in records:
         usd = record.actual_cost
         tokens = record.total_tokens
         if usd == _ZERO and tokens == 0:
             continue
-        starts = {p: period_start(p, record.started_at, tz) for p in SPEND_PERIODS}
-        for entity_type, entity_id in (
-            ("key", record.key_id),
-            ("user", record.user_id),
-            ("team", record.team_id),
-        ):
+        day = as_utc(record.started_at).astimezone(tz).date()
+        group = (day, record.key_id, record.user_id, record.team_id)
+        delta = by_day.get(group)
+        if delta is None:
+            delta = by_day[group] = SpendDelta()
+        delta.usd += usd
+        delta.tokens += tokens
+    starts_of: dict[date, dict[str, datetime]] = {}
+    folded: dict[SpendKey, SpendDelta] = {}
+    for (day, key_id, user_id, team_id), sums in by_day.items():
+        starts = starts_of.get(day)
+        if starts is None:
+            noon = datetime(day.year, day.month, day.day, 12, tzinfo=tz)  # any instant of that day
+            starts = starts_of[day] = {p: period_start(p, noon, tz) for p in SPEND_PERIODS}
+        for entity_type, entity_id in (("key", key_id), ("user", user_id), ("team", team_id)):
             if entity_id is None:
                 continue
             for period, start in starts.items():
@@ -193,8 +205,8 @@ def fold_spend(records: Iterable[UsageRecord], tz: tzinfo = UTC) -> dict[SpendKe
                 delta = folded.get(key)
                 if delta is None:
                     delta = folded[key] = SpendDelta()
-                delta.usd += usd
-                delta.tokens += tokens
+                delta.usd += sums.usd
+                delta.tokens += sums.tokens
     return folded
 
 

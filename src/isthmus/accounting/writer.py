@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import operator
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, tzinfo
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 from sqlalchemy import String, Table, text
@@ -49,7 +51,16 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from isthmus.accounting.records import AttemptRecord, RecordBundle, RequestLogRecord, UsageRecord
-from isthmus.accounting.rollups import fold_rollups, fold_spend, upsert_rollups, upsert_spend
+from isthmus.accounting.rollups import (
+    RollupDelta,
+    RollupKey,
+    SpendDelta,
+    SpendKey,
+    fold_rollups,
+    fold_spend,
+    upsert_rollups,
+    upsert_spend,
+)
 from isthmus.store.usage_tables import RequestLogRow, UsageAttemptRow, UsageRecordRow
 
 try:
@@ -58,6 +69,8 @@ except ImportError:  # pragma: no cover - not POSIX: one process per spool direc
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("isthmus.accounting.writer")
+
+_T = TypeVar("_T")
 
 SPOOL_SUFFIX = ".jsonl"
 REJECTED_NAME = "rejected.ndjson"
@@ -190,38 +203,114 @@ def _string_limits(table: Table) -> dict[str, int]:
     }
 
 
-_LIMITS = {t.name: _string_limits(t) for t in (_USAGE, _ATTEMPTS, _LOGS)}
+class _RowShape:
+    """How one table's rows are read off its record type: the column names, one C-level getter for
+    all their values, and the string columns to clip. Fixed when the module is loaded."""
+
+    __slots__ = ("columns", "limits", "values")
+
+    def __init__(self, table: Table) -> None:
+        self.columns = tuple(c.name for c in table.columns)
+        self.values = operator.attrgetter(*self.columns)
+        self.limits = tuple(_string_limits(table).items())
+
+    def row(self, record: object) -> dict[str, Any]:
+        """The row, with over-long strings (a client-chosen model name, a long skip reason) cut to
+        their column size, so one odd value never makes a whole batch fail."""
+        row = dict(zip(self.columns, self.values(record), strict=True))
+        for name, limit in self.limits:
+            value = row[name]
+            if isinstance(value, str) and len(value) > limit:
+                row[name] = value[:limit]
+        return row
 
 
-def _clip(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    """Cut over-long strings (a client-chosen model name, a long skip reason) to their column size, so
-    one odd value never makes a whole batch fail."""
-    for name, limit in _LIMITS[table.name].items():
-        value = row.get(name)
-        if isinstance(value, str) and len(value) > limit:
-            row[name] = value[:limit]
-    return row
+_USAGE_SHAPE = _RowShape(_USAGE)
+_ATTEMPT_SHAPE = _RowShape(_ATTEMPTS)
+_LOG_SHAPE = _RowShape(_LOGS)
 
 
 def _usage_row(record: UsageRecord) -> dict[str, Any]:
-    row = _clip(_USAGE, {c.name: getattr(record, c.name) for c in _USAGE.columns})
+    row = _USAGE_SHAPE.row(record)
     # The rollup key uses the model name too (same column size): fold the clipped value.
     record.model_requested = row["model_requested"]
     return row
 
 
 def _attempt_row(attempt: AttemptRecord) -> dict[str, Any]:
-    return _clip(_ATTEMPTS, {c.name: getattr(attempt, c.name) for c in _ATTEMPTS.columns})
+    return _ATTEMPT_SHAPE.row(attempt)
 
 
 def _log_row(entry: RequestLogRecord) -> dict[str, Any]:
-    return _clip(_LOGS, {c.name: getattr(entry, c.name) for c in _LOGS.columns})
+    return _LOG_SHAPE.row(entry)
 
 
-def _insert(session: AsyncSession, table: Table) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The batch INSERTs of one dialect, built once: SQLAlchemy then finds their compiled form in its
+    cache instead of constructing and keying a new statement for every batch."""
+
+    usage: Any  # ... ON CONFLICT (request_id) DO NOTHING RETURNING request_id
+    attempts: Any
+    logs: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    usage = insert(_USAGE).on_conflict_do_nothing(index_elements=["request_id"])
+    return _Statements(
+        usage=usage.returning(_USAGE.c.request_id),
+        attempts=insert(_ATTEMPTS).on_conflict_do_nothing(),
+        logs=insert(_LOGS).on_conflict_do_nothing(),
+    )
+
+
+def _statements_for(session: AsyncSession) -> _Statements:
+    return _statements(session.get_bind().dialect.name)
+
+
+# Rows per INSERT: each execution runs SQLAlchemy's parameter processing on the event loop in one
+# go, so smaller chunks bound how long the loop is held (the driver's part is awaited in between).
+INSERT_CHUNK = 200
+# Batches at least this large are prepared (rows, rollup and spend folds) in a worker thread, so the
+# loop keeps serving requests meanwhile; smaller ones are not worth the thread hop.
+THREAD_MIN_BUNDLES = 64
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """Everything a batch writes besides the record rows, computed off the event loop."""
+
+    attempts: list[dict[str, Any]]
+    logs: list[dict[str, Any]]
+    rollups: dict[RollupKey, RollupDelta]
+    spend: dict[SpendKey, SpendDelta]
+
+
+def _prepare_rows(bundles: Sequence[RecordBundle]) -> list[dict[str, Any]]:
+    return [_usage_row(b.usage) for b in bundles]
+
+
+def _prepare_rest(bundles: Sequence[RecordBundle], tz: tzinfo) -> _Prepared:
+    usage = [b.usage for b in bundles]
+    return _Prepared(
+        attempts=[_attempt_row(a) for b in bundles for a in b.attempts],
+        logs=[_log_row(b.log) for b in bundles if b.log is not None],
+        rollups=fold_rollups(usage),
+        spend=fold_spend(usage, tz),
+    )
+
+
+def _prepare_all(bundles: Sequence[RecordBundle], tz: tzinfo) -> tuple[list[dict[str, Any]], _Prepared]:
+    rows = _prepare_rows(bundles)  # first: it clips the model names the rollups fold
+    return rows, _prepare_rest(bundles, tz)
+
+
+async def _off_loop(bundles: Sequence[RecordBundle], fn: Callable[[], _T]) -> _T:
+    if len(bundles) >= THREAD_MIN_BUNDLES:
+        return await asyncio.to_thread(fn)
+    return fn()
 
 
 def rekey(bundle: RecordBundle) -> None:
@@ -234,12 +323,18 @@ def rekey(bundle: RecordBundle) -> None:
         bundle.log.request_id = new_id
 
 
-async def _insert_records(session: AsyncSession, bundles: Sequence[RecordBundle]) -> set[str]:
-    stmt = _insert(session, _USAGE).on_conflict_do_nothing(index_elements=["request_id"])
-    result = await session.execute(
-        stmt.returning(_USAGE.c.request_id), [_usage_row(b.usage) for b in bundles]
-    )
-    return set(result.scalars().all())
+async def _insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    stmt = _statements_for(session).usage
+    inserted: set[str] = set()
+    for start in range(0, len(rows), INSERT_CHUNK):
+        result = await session.execute(stmt, rows[start : start + INSERT_CHUNK])
+        inserted.update(result.scalars().all())
+    return inserted
+
+
+async def _insert_chunked(session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), INSERT_CHUNK):
+        await session.execute(stmt, rows[start : start + INSERT_CHUNK])
 
 
 async def write_batch(
@@ -254,6 +349,10 @@ async def write_batch(
     taken anyway (by an earlier bundle of the batch, or in the database) is then a client reusing its
     ``x-request-id``, and the record is stored under a new id rather than dropped — otherwise a client
     could keep its usage out of the records and the spend totals.
+
+    The rows and folds are prepared in a worker thread for large batches (see ``THREAD_MIN_BUNDLES``)
+    assuming every record is new, as they nearly always are; they are prepared again, for the new
+    ones only, when some were not.
     """
     unique: dict[str, RecordBundle] = {}
     reused: list[RecordBundle] = []
@@ -264,29 +363,32 @@ async def write_batch(
             reused.append(bundle)
     if not unique:
         return 0
-    inserted = await _insert_records(session, list(unique.values()))
-    new = [b for rid, b in unique.items() if rid in inserted]
+    candidates = list(unique.values())
+    rows, prepared = await _off_loop(candidates, lambda: _prepare_all(candidates, tz))
+    inserted = await _insert_records(session, rows)
+    new = [b for b in candidates if b.request_id in inserted]
     if fresh:
-        reused += [b for rid, b in unique.items() if rid not in inserted]
+        reused += [b for b in candidates if b.request_id not in inserted]
         if reused:
             log.warning(
                 "%d request id(s) reused by clients; their records are kept under new ids", len(reused)
             )
             for bundle in reused:
                 rekey(bundle)
-            again = await _insert_records(session, reused)
+            again = await _insert_records(session, _prepare_rows(reused))
             new += [b for b in reused if b.request_id in again]
     if not new:
         return 0
-    attempts = [_attempt_row(a) for b in new for a in b.attempts]
-    if attempts:
-        await session.execute(_insert(session, _ATTEMPTS).on_conflict_do_nothing(), attempts)
-    logs = [_log_row(b.log) for b in new if b.log is not None]
-    if logs:
-        await session.execute(_insert(session, _LOGS).on_conflict_do_nothing(), logs)
-    usage = [b.usage for b in new]
-    await upsert_rollups(session, fold_rollups(usage))
-    await upsert_spend(session, fold_spend(usage, tz))
+    if reused or len(new) != len(candidates):
+        # Some records were already stored, or were given new ids (their attempts and logs too).
+        prepared = await _off_loop(new, lambda: _prepare_rest(new, tz))
+    statements = _statements_for(session)
+    if prepared.attempts:
+        await _insert_chunked(session, statements.attempts, prepared.attempts)
+    if prepared.logs:
+        await _insert_chunked(session, statements.logs, prepared.logs)
+    await upsert_rollups(session, prepared.rollups)
+    await upsert_spend(session, prepared.spend)
     return len(new)
 
 
