@@ -444,9 +444,9 @@ class Relay:
                 return
             try:
                 await state.save(response, key_id=key_id, prepared=prepared)
-            except Exception:
+            except Exception as exc:
                 # The answer itself is fine; only a later previous_response_id to it will not resolve.
-                log.exception("could not store response %s for later turns", response.get("id"))
+                log.warning("could not store response %s for later turns: %s", response.get("id"), exc)
 
         return keep
 
