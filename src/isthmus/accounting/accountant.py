@@ -310,13 +310,15 @@ class Accountant:
         budgets = self.budgets
         limits = self.limits
         assert isinstance(budgets, RedisBudgets) and isinstance(limits, RedisLimits)
-        lease, limit_call = limits.call(subject.limit_subjects, now, tokens)
-        reservation, checks, budget_call = budgets.call(subject.budget_subjects, usd, tokens, now)
-        if lease.empty and not checks:
-            return lease, reservation
-        refusal = await self._scripts.admit(
-            now, limit_call if not lease.empty else None, budget_call if checks else None
+        lease, limit_call = (
+            limits.call(subject.limit_subjects, now, tokens)
+            if subject.limit_subjects
+            else (empty_lease(now), None)
         )
+        reservation, checks, budget_call = budgets.call(subject.budget_subjects, usd, tokens, now)
+        if limit_call is None and not checks:
+            return lease, reservation  # nothing to check now; the settle adds the spend
+        refusal = await self._scripts.admit(now, limit_call, budget_call if checks else None)
         if refusal is None:
             return lease, reservation
         if refusal.part == "limit":
