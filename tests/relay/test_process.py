@@ -115,7 +115,8 @@ keys:
             baseline = psutil.Process(gw.pid).memory_info().rss
             with _PeakRSS(gw.pid) as rss:
                 size, tail = _drain(gw, "huge", key)
-            assert size >= 50 * MB
+            # Every event's "model" is renamed to the public name, so a little less than 50 MB arrives.
+            assert size >= 49 * MB
             assert tail.endswith(b"data: [DONE]\n\n")
             assert rss.samples > 20, "too few memory samples to trust the peak"
             growth = rss.peak - baseline
