@@ -7,6 +7,7 @@ admin API (FastAPI) under ``/api`` and serves health, metrics and the console.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,7 @@ class IsthmusApp:
                     log.error("start-up failed: %s", exc, exc_info=not isinstance(exc, ConfigError))
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                _settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.runtime is not None:
@@ -308,6 +310,15 @@ class _LazyAdmin:
 
             self._app = create_admin_api(self._services)
         await self._app(scope, receive, send)
+
+
+def _settle_heap() -> None:
+    """Move everything start-up allocated (modules, snapshot, pools) out of the collector's sight and
+    collect young objects less often: a full collection over that long-lived heap cost ~100 ms about
+    once a second under load (~80 µs per request), for garbage a request path rarely makes."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
 
 
 def _announce(line: str) -> None:
