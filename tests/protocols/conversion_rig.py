@@ -9,14 +9,11 @@ what the upstream answered, so tests can check that opaque payloads made the rou
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
 
 from isthmus.errors import UpstreamStreamError
 from isthmus.ir import Protocol
@@ -24,6 +21,7 @@ from isthmus.protocols.convert import StreamTranslator, codec, convert_request, 
 from isthmus.protocols.gemini import split_model_action
 from isthmus.protocols.sse import SSEParser
 from isthmus.providers.mock_server import BackgroundMockServer
+from servers import ServerThread
 
 PATHS = {
     Protocol.ANTHROPIC: "/v1/messages",
@@ -32,33 +30,6 @@ PATHS = {
 }
 CLIENT_OF_PATH = {v: k for k, v in PATHS.items()}
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
-
-
-class BackgroundApp:
-    """An ASGI app served by uvicorn in a daemon thread on 127.0.0.1."""
-
-    def __init__(self, app: Any) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> BackgroundApp:
-        self._thread.start()
-        for _ in range(1000):
-            if self._server.started:
-                return self
-            threading.Event().wait(0.01)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
 
 
 async def read_body(receive: Any) -> bytes:
@@ -190,5 +161,9 @@ class Rig:
 def start_rig() -> Iterator[Rig]:
     proxy = ConvertingProxy()
     canned = CannedUpstream()
-    with BackgroundMockServer() as mock, BackgroundApp(proxy) as front, BackgroundApp(canned) as replay:
+    with (
+        BackgroundMockServer() as mock,
+        ServerThread(proxy, lifespan="off") as front,
+        ServerThread(canned, lifespan="off") as replay,
+    ):
         yield Rig(proxy, front.url, mock.url, canned, replay.url)

@@ -9,8 +9,6 @@ server replaying the golden upstream transcripts (reasoning from a Chat vendor, 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,60 +18,20 @@ import anthropic
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from isthmus.errors import UpstreamStreamError
 from isthmus.ir import Protocol
 from isthmus.protocols.convert import StreamTranslator, convert_request, convert_response
 from isthmus.protocols.sse import SSEParser
 from isthmus.providers.mock_server import BackgroundMockServer
+from servers import ServerThread
+
+from .conversion_rig import read_body, respond
 
 GOLDEN = Path(__file__).parent / "golden"
 PATHS = {Protocol.ANTHROPIC: "/v1/messages", Protocol.OPENAI_CHAT: "/v1/chat/completions"}
 CLIENT_OF_PATH = {v: k for k, v in PATHS.items()}
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-
-
-class BackgroundApp:
-    """An ASGI app served by uvicorn in a daemon thread on 127.0.0.1."""
-
-    def __init__(self, app: Any) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> BackgroundApp:
-        self._thread.start()
-        for _ in range(500):
-            if self._server.started:
-                return self
-            threading.Event().wait(0.01)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
-
-async def _read_body(receive: Any) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-
-
-async def _respond(send: Any, status: int, content_type: str, body: bytes) -> None:
-    headers = [(b"content-type", content_type.encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass
@@ -85,9 +43,9 @@ class CannedUpstream:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await _read_body(receive)
+        await read_body(receive)
         content_type, body = self.replies.pop(0)
-        await _respond(send, 200, content_type, body)
+        await respond(send, 200, content_type, body)
 
 
 @dataclass
@@ -103,7 +61,7 @@ class ConvertingProxy:
         if scope["type"] != "http":
             return
         client = CLIENT_OF_PATH[scope["path"]]
-        body = json.loads(await _read_body(receive))
+        body = json.loads(await read_body(receive))
         stream = body.get("stream") is True
         upstream_body = convert_request(client, self.upstream, body, model=self.upstream_model, stream=stream)
         self.sent.append(upstream_body)
@@ -113,7 +71,7 @@ class ConvertingProxy:
             if not stream:
                 reply = await http.post(url, json=upstream_body, headers=headers)
                 answer = convert_response(self.upstream, client, reply.json(), model=body["model"])
-                await _respond(send, 200, "application/json", json.dumps(answer).encode())
+                await respond(send, 200, "application/json", json.dumps(answer).encode())
                 return
             options = body.get("stream_options") or {}
             translator = StreamTranslator(
@@ -163,7 +121,11 @@ class Rig:
 def rig() -> Iterator[Rig]:
     proxy = ConvertingProxy()
     canned = CannedUpstream()
-    with BackgroundMockServer() as mock, BackgroundApp(proxy) as front, BackgroundApp(canned) as replay:
+    with (
+        BackgroundMockServer() as mock,
+        ServerThread(proxy, lifespan="off") as front,
+        ServerThread(canned, lifespan="off") as replay,
+    ):
         yield Rig(proxy, front.url, mock.url, canned, replay.url)
 
 
