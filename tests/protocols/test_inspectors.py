@@ -17,7 +17,7 @@ from isthmus.protocols.base import EventClass, StreamInspector
 from isthmus.protocols.gemini import GeminiStreamInspector
 from isthmus.protocols.openai_chat import ChatStreamInspector
 from isthmus.protocols.openai_responses import ResponsesStreamInspector
-from isthmus.protocols.sse import SSEEvent, SSEParser
+from isthmus.protocols.sse import SSEEvent, SSEParser, count_blocks, split_region
 
 FIXTURES = Path(__file__).parent / "fixtures"
 M, C, U, E, D = (
@@ -257,3 +257,58 @@ def test_responses_error_event_then_failed_keeps_first_error() -> None:
     assert inspector.error is not None
     assert inspector.error.upstream_status == 429
     assert inspector.error.message == "slow down"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.fixture for c in CASES])
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 4096])
+def test_runs_of_plain_content_skip_parsing_but_miss_no_billing_fact(case: Case, chunk_size: int) -> None:
+    """The relay's way: event by event until the first content, then each chunk's whole events as
+    one region whose plain prefix is counted unparsed and the rest inspected event by event. The
+    billing facts must come out as when inspecting every event, and so must the content count."""
+    data = (FIXTURES / case.fixture).read_bytes()
+    inspector = case.inspector()
+    parser = SSEParser()
+    content = skipped = 0
+    for start in range(0, len(data), chunk_size):
+        region = parser.feed_region(data[start : start + chunk_size])
+        while region and not content:  # reading ahead to the first content
+            event = next(split_region(region))
+            content += inspector.inspect(event) is C
+            region = region[len(event.raw) :]
+        end = inspector.plain_prefix(region)
+        assert end == 0 or region[:end].endswith(b"\n\n")
+        content += count_blocks(region, end)
+        skipped += count_blocks(region, end)
+        for event in split_region(region[end:]):
+            content += inspector.inspect(event) is C
+    for event in parser.flush():
+        content += inspector.inspect(event) is C
+    assert content == case.classes.count(C)
+    assert inspector.usage == case.usage
+    assert inspector.finish_reason == case.finish_reason
+    assert inspector.model == case.model
+    assert inspector.completed is case.completed
+    assert (inspector.error is None) is (case.error_status is None)
+    if case.inspector is not GeminiStreamInspector and case.classes.count(C) > 3:
+        assert skipped  # the point of it: some deltas went by unparsed
+
+
+def test_plain_prefix_stops_at_the_first_event_that_carries_a_billing_fact() -> None:
+    chat = ChatStreamInspector()
+    delta = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"usage":null}\n\n'
+    assert chat.plain_prefix(delta) == 0  # nothing seen yet: the first content must be parsed
+    assert chat.inspect(SSEEvent(None, delta[6:-2], delta)) is C
+    assert chat.plain_prefix(delta * 3) == len(delta) * 3
+    finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n'
+    odd = b'data: {"choices":[],"usage" : {"prompt_tokens":1}}\n\n'  # unknown spelling: inspected
+    error = b'data: {"error":{"message":"boom"}}\n\n'
+    for tail in (finish, usage, odd, error, b"data: [DONE]\n\n"):
+        assert chat.plain_prefix(delta * 2 + tail + delta) == len(delta) * 2
+    anthropic = AnthropicStreamInspector()
+    block = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0}\n\n'
+    assert anthropic.inspect(SSEEvent("content_block_delta", b"{}", block)) is C
+    assert anthropic.plain_prefix(block * 2) == len(block) * 2
+    assert anthropic.plain_prefix(block + b"event: message_delta\ndata: {}\n\n") == len(block)
+    assert anthropic.plain_prefix(b"event: error\ndata: {}\n\n" + block) == 0
+    assert GeminiStreamInspector().plain_prefix(b'data: {"candidates":[]}\n\n') == 0

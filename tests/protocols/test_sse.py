@@ -6,7 +6,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isthmus.protocols.sse import DONE_EVENT, SSEEvent, SSEParser, encode_event
+from isthmus.protocols.sse import (
+    DONE_EVENT,
+    SSEEvent,
+    SSEParser,
+    count_blocks,
+    encode_event,
+    split_region,
+)
 
 
 def parse_all(chunks: list[bytes]) -> list[SSEEvent]:
@@ -127,3 +134,45 @@ def test_any_chunking_gives_the_same_events(
     assert b"".join(e.raw for e in events) == stream
     assert [(e.event, e.data) for e in events] == expected
     assert events == parse_all([stream])
+
+
+def parse_by_regions(chunks: list[bytes]) -> tuple[list[bytes], list[SSEEvent]]:
+    parser = SSEParser()
+    regions = [parser.feed_region(chunk) for chunk in chunks]
+    events = [event for region in regions for event in split_region(region)]
+    return regions, events + parser.flush()
+
+
+@settings(max_examples=300, deadline=None)
+@given(transcripts(), st.data())
+def test_regions_hold_whole_events_and_every_byte_once(
+    transcript: tuple[bytes, list[tuple[str | None, bytes]]], data: st.DataObject
+) -> None:
+    stream, expected = transcript
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    regions, events = parse_by_regions(chunks)
+    assert b"".join(regions) == stream  # every transcript ends on a boundary
+    assert b"".join(e.raw for e in events) == stream
+    assert [(e.event, e.data) for e in events if e.data or e.event] == [
+        pair for pair in expected if pair[1] or pair[0]
+    ]
+    assert sum(count_blocks(region) for region in regions) == len(expected)
+
+
+def test_region_keeps_the_unfinished_tail() -> None:
+    parser = SSEParser()
+    assert parser.feed_region(b"data: 1\n\ndata: 2\n\ndata: ") == b"data: 1\n\ndata: 2\n\n"
+    assert parser.pending == len(b"data: ")
+    assert parser.feed_region(b"3") == b""
+    assert parser.feed_region(b"\n") == b""
+    assert parser.feed_region(b"\n") == b"data: 3\n\n"
+    assert parser.pending == 0
+
+
+def test_overlapping_boundaries_leave_no_byte_behind() -> None:
+    # "\n\r\n\n": a left-to-right split ends the block at the CRLF boundary; the last LF is an empty
+    # line, given back as a block without data rather than lost or delayed.
+    region = SSEParser().feed_region(b"data: a\n\r\n\n")
+    events = list(split_region(region))
+    assert [(e.data, e.raw) for e in events] == [(b"a", b"data: a\n\r\n"), (b"", b"\n")]

@@ -11,7 +11,7 @@ import pytest
 from servers import ServerThread
 
 from .conftest import GATEWAY_KEY, GatewayFactory
-from .upstreams import TrickleUpstream
+from .upstreams import ScriptedStreamUpstream, TrickleUpstream, chat_chunk
 
 # (path, body, terminal marker) per protocol; the user text is echoed as "mock: zebra …".
 _STREAMS: dict[str, tuple[str, dict[str, Any], bytes]] = {
@@ -137,3 +137,67 @@ def test_client_disconnect_before_the_answer_cancels_upstream(
         assert gone is not None, "the upstream never saw the gateway hang up"
         assert gone - left_at < 2.0
         assert upstream.chunks_sent == 0
+
+
+def _chat_transcript() -> tuple[bytes, bytes]:
+    """A Chat Completions stream as an upstream sends it with usage asked for, and its usage chunk."""
+    usage = chat_chunk(None, usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7})
+    body = b"".join(chat_chunk(f"w{n} ") for n in range(6)) + chat_chunk(None, "stop")
+    return body + usage + b"data: [DONE]\n\n", usage
+
+
+@pytest.mark.parametrize("asked_for_usage", [True, False])
+@pytest.mark.parametrize("cut", ["whole", "events", "mid-event"])
+def test_passthrough_stream_renames_every_event_and_hides_usage_only_when_unasked(
+    asked_for_usage: bool, cut: str, make_gateway: GatewayFactory
+) -> None:
+    """Runs of deltas go out unparsed once committed; whatever the chunking, every event must still
+    carry the public model name, and the usage chunk the gateway asked for on the client's behalf
+    must not reach a client that did not ask for it."""
+    transcript, usage = _chat_transcript()
+    if cut == "whole":
+        chunks = [transcript]
+    elif cut == "events":
+        chunks = [block + b"\n\n" for block in transcript.split(b"\n\n") if block]
+    else:
+        chunks = [transcript[i : i + 37] for i in range(0, len(transcript), 37)]
+    upstream = ScriptedStreamUpstream(chunks)
+    with upstream.server() as server:
+        gw = make_gateway(_TRICKLE_CONFIG.format(url=server.url, key=GATEWAY_KEY))
+        url, body, headers = _chat_request(gw)
+        if asked_for_usage:
+            body["stream_options"] = {"include_usage": True}
+        resp = httpx.post(url, json=body, headers=headers, timeout=30)
+    assert resp.status_code == 200
+    renamed = transcript.replace(b'"model":"test-upstream"', b'"model":"slow"')
+    expected = renamed if asked_for_usage else renamed.replace(usage.replace(b"test-upstream", b"slow"), b"")
+    assert resp.content == expected
+    assert upstream.requests[0].json()["stream_options"] == {"include_usage": True}
+
+
+def test_error_in_the_chunk_that_brought_the_first_content_still_fails_over(
+    make_gateway: GatewayFactory,
+) -> None:
+    """Nothing has reached the client while the first chunk is read, so an error event later in that
+    same chunk is a failed attempt, not a cut answer."""
+    error = b'data: {"error":{"message":"overloaded","type":"server_error","code":"overloaded"}}\n\n'
+    bad = ScriptedStreamUpstream([chat_chunk("partial ") + chat_chunk("more ") + error])
+    good = ScriptedStreamUpstream([_chat_transcript()[0]])
+    with bad.server() as bad_server, good.server() as good_server:
+        config = f"""
+providers:
+  - {{name: bad, type: openai, base_url: {bad_server.url}/v1, priority: 0, keys: [{{name: k, secret: b}}]}}
+  - {{name: good, type: openai, base_url: {good_server.url}/v1, priority: 1, keys: [{{name: k, secret: g}}]}}
+models:
+  - name: slow
+    routes: [{{provider: bad, model: up}}, {{provider: good, model: up}}]
+keys:
+  - {{name: t, secret: {GATEWAY_KEY}}}
+"""
+        gw = make_gateway(config)
+        url, body, headers = _chat_request(gw)
+        resp = httpx.post(url, json=body, headers=headers, timeout=30)
+    assert resp.status_code == 200
+    assert b"partial" not in resp.content and b"error" not in resp.content
+    assert b"w5 " in resp.content and resp.content.endswith(b"data: [DONE]\n\n")
+    assert len(bad.requests) == 1 and len(good.requests) == 1

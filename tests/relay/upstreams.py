@@ -301,3 +301,18 @@ class ErrorUpstream(Upstream):
         status = int(seen.json()["model"].removeprefix("status-"))
         presented = seen.headers.get("authorization", "").removeprefix("Bearer ")
         await send_whole(send, status, openai_error(status, f"Incorrect API key provided: {presented}"))
+
+
+class ScriptedStreamUpstream(Upstream):
+    """Answers every call with the same SSE stream, sent as the given chunks, each its own write."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__()
+        self.chunks = chunks
+
+    async def respond(self, seen: Seen, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        for chunk in self.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(0.005)
+        await send({"type": "http.response.body", "body": b""})

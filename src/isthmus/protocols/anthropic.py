@@ -18,7 +18,15 @@ import orjson
 
 from isthmus.errors import ErrorKind, IsthmusError, UpstreamStreamError
 from isthmus.ir.usage import Usage
-from isthmus.protocols.base import EventClass, ModelInfo, as_int, as_mapping, error_kind
+from isthmus.protocols.base import (
+    EventClass,
+    ModelInfo,
+    as_int,
+    as_mapping,
+    error_kind,
+    first_marker,
+    prefix_before,
+)
 from isthmus.protocols.sse import SSEEvent, encode_event
 
 __all__ = [
@@ -166,6 +174,9 @@ def _block_has_output(block: Mapping[str, Any]) -> bool:
     return True
 
 
+_BILLING_MARKERS = (b"message_", b"error")
+
+
 class AnthropicStreamInspector:
     """Inspector for Messages streams; deltas are classified by event name without parsing."""
 
@@ -178,6 +189,12 @@ class AnthropicStreamInspector:
         self.model: str | None = None
         self.completed = False
         self._content_seen = False
+
+    def plain_prefix(self, region: bytes) -> int:
+        # Usage, the stop reason and the end arrive in message_* events; errors in "error" ones.
+        if not self._content_seen:
+            return 0
+        return prefix_before(region, first_marker(region, _BILLING_MARKERS, len(region)))
 
     def inspect(self, event: SSEEvent) -> EventClass:
         name = event.event

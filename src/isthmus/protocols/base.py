@@ -14,7 +14,7 @@ import orjson
 
 from isthmus.errors import ErrorKind, InvalidRequestError, IsthmusError, UpstreamStreamError
 from isthmus.ir.usage import Usage
-from isthmus.protocols.sse import SSEEvent
+from isthmus.protocols.sse import SSEEvent, block_start
 
 
 class EventClass(IntEnum):
@@ -42,6 +42,31 @@ class StreamInspector(Protocol):
     completed: bool
 
     def inspect(self, event: SSEEvent) -> EventClass: ...
+
+    def plain_prefix(self, region: bytes) -> int:
+        """How many leading bytes of a run of whole events are events that can change no billing
+        fact (usage, finish reason, error, completion), once content has been seen: those are
+        content to relay as they are, unparsed; the rest must be inspected event by event. 0 when
+        that cannot be told from the bytes alone.
+
+        This lets a committed passthrough stream relay the deltas that make up most of a long
+        answer without parsing them.
+        """
+        ...
+
+
+def first_marker(region: bytes, markers: tuple[bytes, ...], stop: int) -> int:
+    """Where the first of ``markers`` occurs in ``region[:stop]``, else ``stop``."""
+    for marker in markers:
+        found = region.find(marker, 0, stop)
+        if found >= 0:
+            stop = found
+    return stop
+
+
+def prefix_before(region: bytes, stop: int) -> int:
+    """The whole blocks of ``region`` that end before the block holding ``region[stop]``."""
+    return stop if stop >= len(region) else block_start(region, stop)
 
 
 @dataclass(slots=True, frozen=True)

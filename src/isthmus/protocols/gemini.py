@@ -174,6 +174,9 @@ class GeminiStreamInspector:
         self.model: str | None = None
         self.completed = False
 
+    def plain_prefix(self, region: bytes) -> int:
+        return 0  # any chunk may carry usage and a finish reason alongside its text
+
     def inspect(self, event: SSEEvent) -> EventClass:
         if not event.data:
             return EventClass.META

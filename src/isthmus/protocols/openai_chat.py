@@ -21,7 +21,9 @@ from isthmus.protocols.base import (
     EventClass,
     as_int,
     as_mapping,
+    first_marker,
     parse_json_object,
+    prefix_before,
     splice_json_model,
 )
 from isthmus.protocols.openai_common import (
@@ -145,14 +147,26 @@ def rewrite_request(
     return new_body, asked
 
 
-def _finish_may_change(data: bytes) -> bool:
-    total = data.count(b'"finish_reason"')
-    return total > data.count(b'"finish_reason":null') + data.count(b'"finish_reason": null')
+_ALWAYS_MARKERS = (b'"error"', b"[DONE]")
 
 
-def _usage_present(data: bytes) -> bool:
-    total = data.count(b'"usage"')
-    return total > data.count(b'"usage":null') + data.count(b'"usage": null')
+def _first_set(data: bytes, key: bytes, stop: int) -> int:
+    """Where ``key`` first occurs in ``data[:stop]`` other than as ``key:null`` (else ``stop``)."""
+    pos = data.find(key, 0, stop)
+    while pos >= 0:
+        after = pos + len(key)
+        if not (data.startswith(b":null", after) or data.startswith(b": null", after)):
+            return pos
+        pos = data.find(key, after, stop)
+    return stop
+
+
+def _billing_marker(data: bytes) -> int:
+    """Where the first bytes that may carry an error, usage, a finish reason or the end are, else
+    ``len(data)``; conservative: any spelling it does not know counts as such."""
+    stop = first_marker(data, _ALWAYS_MARKERS, len(data))
+    stop = _first_set(data, b'"usage"', stop)
+    return _first_set(data, b'"finish_reason"', stop)
 
 
 def _delta_has_content(delta: object) -> bool:
@@ -181,6 +195,9 @@ class ChatStreamInspector:
         self.completed = False
         self._content_seen = False
 
+    def plain_prefix(self, region: bytes) -> int:
+        return prefix_before(region, _billing_marker(region)) if self._content_seen else 0
+
     def inspect(self, event: SSEEvent) -> EventClass:
         data = event.data
         if not data:
@@ -190,12 +207,7 @@ class ChatStreamInspector:
                 self.completed = True
                 return EventClass.DONE
             return EventClass.META
-        if (
-            self._content_seen
-            and b'"error"' not in data
-            and not _usage_present(data)
-            and not _finish_may_change(data)
-        ):
+        if self._content_seen and _billing_marker(data) == len(data):
             return EventClass.CONTENT
         try:
             chunk = orjson.loads(data)

@@ -20,7 +20,14 @@ import orjson
 
 from isthmus.errors import ErrorKind, IsthmusError, UpstreamStreamError
 from isthmus.ir.usage import Usage
-from isthmus.protocols.base import EventClass, as_int, as_mapping, error_kind
+from isthmus.protocols.base import (
+    EventClass,
+    as_int,
+    as_mapping,
+    error_kind,
+    first_marker,
+    prefix_before,
+)
 from isthmus.protocols.openai_common import (
     encode_model_list,
     error_body,
@@ -187,6 +194,10 @@ def _event_type(event: SSEEvent) -> tuple[str | None, dict[str, Any] | None]:
     return (kind if isinstance(kind, str) else None), data
 
 
+# Events that carry usage, the finish reason, the end or an error (the rest only need relaying).
+_BILLING_MARKERS = (b"response.completed", b"response.incomplete", b"response.failed", b"error")
+
+
 class ResponsesStreamInspector:
     """Inspector for Responses streams; parses only lifecycle, item and error events."""
 
@@ -212,6 +223,11 @@ class ResponsesStreamInspector:
     def _content(self) -> EventClass:
         self._content_seen = True
         return EventClass.CONTENT
+
+    def plain_prefix(self, region: bytes) -> int:
+        if not self._content_seen:
+            return 0
+        return prefix_before(region, first_marker(region, _BILLING_MARKERS, len(region)))
 
     def inspect(self, event: SSEEvent) -> EventClass:
         if not event.data:

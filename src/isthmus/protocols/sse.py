@@ -12,6 +12,7 @@ sent by no API we talk to) is not recognised.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -74,6 +75,55 @@ def _parse_block(body: bytes, raw: bytes) -> SSEEvent:
     return SSEEvent(event, b"\n".join(data_lines), raw)
 
 
+def _blocks(buf: bytes) -> Iterator[SSEEvent]:
+    """The complete blocks of ``buf``, left to right (an unfinished rest is not returned)."""
+    pos = 0
+    lf2 = buf.find(_LF2)
+    lfcrlf = buf.find(_LFCRLF)
+    while lf2 >= 0 or lfcrlf >= 0:
+        if lfcrlf < 0 or 0 <= lf2 < lfcrlf:
+            body_end, end = lf2, lf2 + 2
+        else:
+            body_end, end = lfcrlf, lfcrlf + 3
+        yield _parse_block(buf[pos:body_end], buf[pos:end])
+        pos = end
+        # Each pattern is searched again only once passed, so the scan stays linear.
+        if 0 <= lf2 < pos:
+            lf2 = buf.find(_LF2, pos)
+        if 0 <= lfcrlf < pos:
+            lfcrlf = buf.find(_LFCRLF, pos)
+
+
+def split_region(region: bytes) -> Iterator[SSEEvent]:
+    """The events of bytes returned by :meth:`SSEParser.feed_region`.
+
+    A region ends on a boundary, but where boundaries overlap (``"\\n\\r\\n\\n"``) a
+    left-to-right split can stop a line ending short of it; those bytes come back as a block without
+    data, so that every byte is still accounted for.
+    """
+    pos = 0
+    for event in _blocks(region):
+        pos += len(event.raw)
+        yield event
+    if pos < len(region):
+        yield SSEEvent(None, b"", region[pos:])
+
+
+def count_blocks(region: bytes, end: int | None = None) -> int:
+    """How many blocks ``region[:end]`` holds, without parsing them."""
+    if end is None:
+        end = len(region)
+    if b"\r" not in region:  # a quick memchr spares the slower second count
+        return region.count(_LF2, 0, end)
+    return region.count(_LF2, 0, end) + region.count(_LFCRLF, 0, end)
+
+
+def block_start(buf: bytes, pos: int) -> int:
+    """Where the block holding ``buf[pos]`` begins: just past the last boundary before ``pos``."""
+    lf2, lfcrlf = buf.rfind(_LF2, 0, pos), buf.rfind(_LFCRLF, 0, pos)
+    return max(lf2 + 2 if lf2 >= 0 else 0, lfcrlf + 3 if lfcrlf >= 0 else 0)
+
+
 class SSEParser:
     """Incremental SSE framing. ``feed`` each chunk as it arrives; ``flush`` at end of stream."""
 
@@ -84,52 +134,53 @@ class SSEParser:
         self._tail = b""  # last two bytes of _parts, to spot a boundary split across chunks
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        if not chunk:
+        buf = self._join(chunk)
+        if buf is None:
             return []
-        if self._parts:
-            # Join only when this chunk can complete the pending block; a large event arriving in
-            # many small reads is then copied once instead of once per read.
-            joint = self._tail + chunk[:2]
-            if (
-                chunk.find(_LF2) < 0
-                and chunk.find(_LFCRLF) < 0
-                and joint.find(_LF2) < 0
-                and joint.find(_LFCRLF) < 0
-            ):
-                self._parts.append(chunk)
-                self._tail = (self._tail + chunk)[-2:]
-                return []
-            self._parts.append(chunk)
-            buf = b"".join(self._parts)
-            self._parts = []
-        else:
-            buf = chunk
-        return self._split(buf)
+        events = list(_blocks(buf))
+        self._keep(buf, sum(len(event.raw) for event in events))
+        return events
 
-    def _split(self, buf: bytes) -> list[SSEEvent]:
-        events: list[SSEEvent] = []
-        pos = 0
-        lf2 = buf.find(_LF2)
-        lfcrlf = buf.find(_LFCRLF)
-        while lf2 >= 0 or lfcrlf >= 0:
-            if lfcrlf < 0 or 0 <= lf2 < lfcrlf:
-                body_end, end = lf2, lf2 + 2
-            else:
-                body_end, end = lfcrlf, lfcrlf + 3
-            events.append(_parse_block(buf[pos:body_end], buf[pos:end]))
-            pos = end
-            # Each pattern is searched again only once passed, so the scan stays linear.
-            if 0 <= lf2 < pos:
-                lf2 = buf.find(_LF2, pos)
-            if 0 <= lfcrlf < pos:
-                lfcrlf = buf.find(_LFCRLF, pos)
+    def feed_region(self, chunk: bytes) -> bytes:
+        """The bytes of the blocks this chunk completes (empty when none), for callers that look at
+        whole runs of events at once; :func:`split_region` parses them when needed. The unfinished
+        tail is kept, as by :meth:`feed`."""
+        buf = self._join(chunk)
+        if buf is None:
+            return b""
+        end = block_start(buf, len(buf))
+        self._keep(buf, end)
+        return buf[:end]
+
+    def _join(self, chunk: bytes) -> bytes | None:
+        """The buffer to split, or None while the pending block cannot be complete yet."""
+        if not chunk:
+            return None
+        if not self._parts:
+            return chunk
+        # Join only when this chunk can complete the pending block; a large event arriving in many
+        # small reads is then copied once instead of once per read.
+        joint = self._tail + chunk[:2]
+        self._parts.append(chunk)
+        if (
+            chunk.find(_LF2) < 0
+            and chunk.find(_LFCRLF) < 0
+            and joint.find(_LF2) < 0
+            and joint.find(_LFCRLF) < 0
+        ):
+            self._tail = (self._tail + chunk)[-2:]
+            return None
+        buf = b"".join(self._parts)
+        self._parts = []
+        return buf
+
+    def _keep(self, buf: bytes, pos: int) -> None:
         if pos < len(buf):
             rest = buf[pos:]
             self._parts = [rest]
             self._tail = rest[-2:]
         else:
             self._tail = b""
-        return events
 
     def flush(self) -> list[SSEEvent]:
         """The trailing block of a stream that ended without a blank line, if any."""

@@ -19,15 +19,14 @@ from isthmus.ir import Operation, Usage
 from isthmus.ir import Protocol as WireProtocol
 from isthmus.protocols import convert, openai_chat
 from isthmus.protocols.base import EventClass, rewrite_json_model
-from isthmus.protocols.sse import SSEEvent
+from isthmus.protocols.sse import SSEEvent, count_blocks, split_region
 from isthmus.relay import wire
 
 
 class StreamAdapter(Protocol):
     """One upstream stream seen from the relay: what to send the client, and the billing facts."""
 
-    raw_chunks: bool  # after the commit point, upstream chunks may be forwarded as they came
-    outgoing: Callable[[bytes], bytes]  # applied to a raw chunk on its way out
+    same_protocol: bool  # the upstream's own framing goes out (its content-type applies)
 
     @property
     def usage(self) -> Usage: ...
@@ -48,6 +47,11 @@ class StreamAdapter(Protocol):
 
     def take(self, event: SSEEvent) -> tuple[bytes, EventClass]:
         """The client bytes for one upstream event (maybe empty) and how the event counts."""
+        ...
+
+    def take_region(self, region: bytes) -> tuple[bytes, int]:
+        """The client bytes for a run of whole upstream events (``SSEParser.feed_region``) once the
+        stream is committed, and how many content events it held."""
         ...
 
     def finish(self) -> bytes:
@@ -82,6 +86,17 @@ def _same(data: bytes) -> bytes:
     return data
 
 
+def _take_each(adapter: StreamAdapter, region: bytes) -> tuple[bytes, int]:
+    pieces: list[bytes] = []
+    produced = 0
+    for event in split_region(region):
+        piece, kind = adapter.take(event)
+        pieces.append(piece)
+        if kind is EventClass.CONTENT:
+            produced += 1
+    return b"".join(pieces), produced
+
+
 def renamer(upstream: object, public: str) -> Callable[[bytes], bytes]:
     """What turns the upstream's name for the model (as its answer gives it) into the public one."""
     if not isinstance(upstream, str) or upstream == public:
@@ -91,9 +106,12 @@ def renamer(upstream: object, public: str) -> Callable[[bytes], bytes]:
 
 class PassthroughStream:
     """Same protocol: events go out as they came (the model renamed); only OpenAI's extra usage
-    chunk may be hidden."""
+    chunk may be hidden. Once committed, a run of events that cannot change a billing fact goes out
+    whole, unparsed."""
 
-    __slots__ = ("_client", "_hide_usage", "_inspector", "_named", "_public", "outgoing", "raw_chunks")
+    __slots__ = ("_client", "_hide_usage", "_inspector", "_named", "_public", "outgoing")
+
+    same_protocol = True
 
     def __init__(self, protocol: WireProtocol, hide_usage: bool, public_model: str) -> None:
         self._inspector = wire.new_inspector(protocol)
@@ -101,7 +119,6 @@ class PassthroughStream:
         self._hide_usage = hide_usage
         self._public = public_model
         self._named = False  # the upstream's own name for the model has been seen
-        self.raw_chunks = not hide_usage
         self.outgoing: Callable[[bytes], bytes] = _same  # applied to whatever bytes go out
 
     @property
@@ -130,6 +147,16 @@ class PassthroughStream:
             return b"", kind
         return self.outgoing(event.raw), kind
 
+    def take_region(self, region: bytes) -> tuple[bytes, int]:
+        end = self._inspector.plain_prefix(region)
+        if end == 0:
+            return _take_each(self, region)
+        produced = count_blocks(region, end)
+        if end == len(region):
+            return self.outgoing(region), produced
+        rest, more = _take_each(self, region[end:])
+        return self.outgoing(region[:end]) + rest, produced + more
+
     def finish(self) -> bytes:
         return b""
 
@@ -144,7 +171,9 @@ class PassthroughStream:
 class ConvertingStream:
     """Another protocol: each upstream event is decoded to IR events and re-encoded for the client."""
 
-    __slots__ = ("_seen_content", "_translator", "outgoing", "raw_chunks")
+    __slots__ = ("_seen_content", "_translator")
+
+    same_protocol = False
 
     def __init__(
         self,
@@ -159,8 +188,6 @@ class ConvertingStream:
             src, dst, model=model, include_usage=include_usage, request=request
         )
         self._seen_content = False
-        self.raw_chunks = False
-        self.outgoing: Callable[[bytes], bytes] = _same
 
     @property
     def usage(self) -> Usage:
@@ -189,6 +216,9 @@ class ConvertingStream:
         if translator.completed:
             return out, EventClass.DONE
         return out, EventClass.CONTENT if self._seen_content else EventClass.META
+
+    def take_region(self, region: bytes) -> tuple[bytes, int]:
+        return _take_each(self, region)
 
     def finish(self) -> bytes:
         return self._translator.finish()

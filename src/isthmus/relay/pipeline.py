@@ -37,7 +37,7 @@ from isthmus.errors import (
 from isthmus.ir import Operation, Protocol
 from isthmus.protocols import convert, tokens
 from isthmus.protocols.base import EventClass, parse_json_object
-from isthmus.protocols.sse import SSEParser
+from isthmus.protocols.sse import SSEParser, split_region
 from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, UpstreamTarget
 from isthmus.providers.errors import http_error, redact_secret
 from isthmus.relay import wire
@@ -478,11 +478,14 @@ class Relay:
                         chunk = await chunks.__anext__()
                     except StopAsyncIteration:
                         raise UpstreamStreamError("upstream stream ended before any content") from None
-                    for event in parser.feed(chunk):
+                    region = parser.feed_region(chunk)
+                    consumed = 0
+                    for event in split_region(region):
+                        consumed += len(event.raw)
                         out, kind = stream.take(event)
                         if kind is EventClass.ERROR:
                             raise stream.error or UpstreamStreamError("error event in upstream stream")
-                        if kind is EventClass.DONE and not committed:
+                        if kind is EventClass.DONE:
                             # A stream that finishes without a single content event is empty.
                             raise UpstreamStreamError("upstream stream finished with no content")
                         self._note_response_id(ctx, cand, call, event.event, event.data)
@@ -491,6 +494,15 @@ class Relay:
                         if kind is EventClass.CONTENT:
                             committed = True
                             produced += 1
+                            break
+                    if committed and consumed < len(region):
+                        # The rest of the chunk that brought the first content, in one piece. An
+                        # error in it can still fail over: the client has not been answered yet.
+                        out, more = stream.take_region(region[consumed:])
+                        if stream.error is not None:
+                            raise stream.error
+                        pending.append(out)
+                        produced += more
         except TimeoutError:
             if resp is not None:
                 await resp.aclose()
@@ -506,7 +518,7 @@ class Relay:
         # Committed: from here on failures become an error event, never a retry.
         self._succeeded(ctx, cand, attempt)
         headers = self._base_headers(ctx)
-        content_type = _content_type(resp) if stream.raw_chunks else b"text/event-stream"
+        content_type = _content_type(resp) if stream.same_protocol else b"text/event-stream"
         headers.append((b"content-type", content_type))
         headers.append((b"cache-control", b"no-cache"))
         ctx.committed = True
@@ -514,6 +526,10 @@ class Relay:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         ctx.ttft_ms = ctx.elapsed_ms()
         try:
+            if keep is not None and stream.completed:
+                # The whole answer came with the first content; keep it before the client sees it.
+                await keep(stream.final_response)
+                keep = None
             await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
             await self._relay_rest(ctx, chunks, parser, stream, send, keep)
         except UpstreamError as err:
@@ -535,34 +551,25 @@ class Relay:
         send: Send,
         keep: Keeper | None = None,
     ) -> None:
-        """Relay the rest of a committed stream. Passthrough chunks go out as they came; otherwise
-        whole events are re-joined (the parser keeps any partial tail for the next chunk)."""
-        take = stream.take
+        """Relay the rest of a committed stream, whole events at a time (the parser keeps any
+        partial tail for the next chunk)."""
+        take_region = stream.take_region
         async for chunk in chunks:
-            events = parser.feed(chunk)
-            if stream.raw_chunks:
-                for event in events:
-                    if take(event)[1] is EventClass.CONTENT:
-                        ctx.events_relayed += 1
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            region = parser.feed_region(chunk)
+            if not region:
                 continue
-            pieces: list[bytes] = []
-            for event in events:
-                piece, kind = take(event)
-                pieces.append(piece)
-                if kind is EventClass.CONTENT:
-                    ctx.events_relayed += 1
-            out = b"".join(pieces)
+            out, produced = take_region(region)
+            ctx.events_relayed += produced
             if keep is not None and stream.completed:
                 await keep(stream.final_response)  # before the client sees the terminal event
                 keep = None
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-        tail = [take(event)[0] for event in parser.flush()]
+        tail = [stream.take(event)[0] for event in parser.flush()]
         tail.append(stream.finish())
         if keep is not None and stream.completed:
             await keep(stream.final_response)
-        if not stream.raw_chunks and any(tail):
+        if any(tail):
             await send({"type": "http.response.body", "body": b"".join(tail), "more_body": True})
         if stream.error is not None:
             ctx.outcome, ctx.error = Outcome.CUT, stream.error.message
