@@ -31,6 +31,13 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
+# Tests that keep state in a real Redis pass explicit times, but Redis expires keys by its own clock:
+# a fixed date would sooner or later lie in the past and every key would expire as it is written.
+# They use a date in the coming year instead, on the same day of the calendar (mid-month, far from
+# daylight-saving changes) so the period arithmetic they check stays the same.
+YEAR = datetime.now(UTC).year + 1
+
+
 def price_row(
     id_: int,
     effective_from: datetime,

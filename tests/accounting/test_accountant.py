@@ -20,10 +20,10 @@ from isthmus.errors import BudgetExceededError, RateLimitedError
 from isthmus.ir.usage import Usage
 from isthmus.store.snapshot import Budget, GatewayKeyRow, Limits, TeamRow, UserRow
 
-from .conftest import model_row, price_row, utc
+from .conftest import YEAR, model_row, price_row, utc
 
 D = Decimal
-T0 = utc(2026, 11, 24, 12).timestamp()
+T0 = utc(YEAR, 11, 24, 12).timestamp()
 AT = datetime.fromtimestamp(T0, UTC)
 
 MakeAccountant = Callable[..., Accountant]

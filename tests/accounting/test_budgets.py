@@ -23,17 +23,17 @@ from isthmus.accounting.budgets import (
 from isthmus.errors import BudgetExceededError
 from isthmus.store.snapshot import Budget
 
-from .conftest import utc
+from .conftest import YEAR, utc
 
 D = Decimal
-NOW = utc(2026, 11, 24, 12).timestamp()
+NOW = utc(YEAR, 11, 24, 12).timestamp()
 
 
 # --- periods ---------------------------------------------------------------------------------------------
 
 
 def test_utc_periods() -> None:
-    window = PeriodCalendar("UTC").window(NOW)
+    window = PeriodCalendar("UTC").window(utc(2026, 11, 24, 12).timestamp())
     assert (window.day_label, window.month_label) == ("d:2026-11-24", "m:2026-11")
     assert window.day_start == utc(2026, 11, 24).timestamp()
     assert window.day_end == utc(2026, 11, 25).timestamp()
@@ -124,8 +124,8 @@ async def test_refusal_names_the_budget_and_reserves_nothing(make_budgets: objec
     assert err.status == 429 and err.code == "budget_exceeded"
     assert err.message.startswith("team 'research' monthly budget of $500.00 is exhausted")
     assert "$450.00 spent or reserved" in err.message and "up to $60.00" in err.message
-    assert err.retry_after == pytest.approx(utc(2026, 12, 1).timestamp() - NOW)
-    assert err.headers["retry-after"] == str(round(utc(2026, 12, 1).timestamp() - NOW))
+    assert err.retry_after == pytest.approx(utc(YEAR, 12, 1).timestamp() - NOW)
+    assert err.headers["retry-after"] == str(round(utc(YEAR, 12, 1).timestamp() - NOW))
     # Nothing was reserved for the refused request, on the key's budget either.
     key_daily = await budgets.counter("key", 1, "daily", NOW)
     assert key_daily.reserved_usd == D("450")
@@ -143,8 +143,8 @@ async def test_token_and_total_budgets(make_budgets: object) -> None:
     with pytest.raises(BudgetExceededError) as refused:
         await budgets.reserve([user], D("0.1"), 2000, NOW)
     assert refused.value.message.startswith("user 'bob' daily token budget of 10,000 tokens is exhausted")
-    assert refused.value.retry_after == pytest.approx(utc(2026, 11, 25).timestamp() - NOW)
-    tomorrow = utc(2026, 11, 25, 0, 0, 1).timestamp()
+    assert refused.value.retry_after == pytest.approx(utc(YEAR, 11, 25).timestamp() - NOW)
+    tomorrow = utc(YEAR, 11, 25, 0, 0, 1).timestamp()
     await budgets.settle(await budgets.reserve([user], D("0.85"), 2000, tomorrow), D("0.9"), 2000)
     with pytest.raises(BudgetExceededError) as total:
         await budgets.reserve([user], D("0.01"), 1, tomorrow)
@@ -155,11 +155,11 @@ async def test_token_and_total_budgets(make_budgets: object) -> None:
 async def test_daily_budget_resets_at_local_midnight(make_budgets: object) -> None:
     budgets: BudgetBackend = make_budgets("America/New_York")  # type: ignore[operator]
     key = BudgetSubject("key", 1, "alice-laptop", Budget(daily_usd=1))
-    before_midnight = utc(2026, 11, 25, 4, 59).timestamp()  # 23:59 in New York
+    before_midnight = utc(YEAR, 11, 25, 4, 59).timestamp()  # 23:59 in New York
     await budgets.settle(await budgets.reserve([key], D("1"), 0, before_midnight), D("1"), 0)
     with pytest.raises(BudgetExceededError, match="daily budget of"):
         await budgets.reserve([key], D("0.01"), 0, before_midnight + 30)
-    after_midnight = utc(2026, 11, 25, 5, 1).timestamp()  # 00:01 in New York, still the 25th in UTC
+    after_midnight = utc(YEAR, 11, 25, 5, 1).timestamp()  # 00:01 in New York, still the 25th in UTC
     res = await budgets.reserve([key], D("0.5"), 0, after_midnight)
     assert res.usd_nano == usd_to_nano(D("0.5"))
 
@@ -190,9 +190,9 @@ async def test_abandoned_reservations_expire(make_budgets: object) -> None:
 async def test_load_spend_seeds_current_periods(make_budgets: object) -> None:
     budgets: BudgetBackend = make_budgets()  # type: ignore[operator]
     totals = [
-        SpendTotal("team", 7, "monthly", utc(2026, 11, 1), D("480"), 1_000_000),
-        SpendTotal("team", 7, "monthly", utc(2026, 10, 1), D("999"), 5),  # a past month: ignored
-        SpendTotal("team", 7, "daily", utc(2026, 11, 24), D("12.5"), 1000),
+        SpendTotal("team", 7, "monthly", utc(YEAR, 11, 1), D("480"), 1_000_000),
+        SpendTotal("team", 7, "monthly", utc(YEAR, 10, 1), D("999"), 5),  # a past month: ignored
+        SpendTotal("team", 7, "daily", utc(YEAR, 11, 24), D("12.5"), 1000),
         SpendTotal("team", 7, "total", None, D("2000"), 9_000_000),
     ]
     await budgets.load_spend(totals, NOW)
@@ -212,31 +212,31 @@ async def test_redis_seeding_keeps_counters_another_instance_already_has(
     first = RedisBudgets(redis_client, prefix=key_prefix)
     await first.settle(await first.reserve([KEY], D("1"), 0, NOW), D("3"), 30)
     second = RedisBudgets(redis_client, prefix=key_prefix)  # a new process starting later
-    await second.load_spend([SpendTotal("key", 1, "monthly", utc(2026, 11, 1), D("2"), 20)], NOW)
+    await second.load_spend([SpendTotal("key", 1, "monthly", utc(YEAR, 11, 1), D("2"), 20)], NOW)
     counter = await second.counter("key", 1, "monthly", NOW)
     assert (counter.spent_usd, counter.spent_tokens) == (D("3"), 30)
-    await second.load_spend([SpendTotal("key", 2, "monthly", utc(2026, 11, 1), D("2"), 20)], NOW)
+    await second.load_spend([SpendTotal("key", 2, "monthly", utc(YEAR, 11, 1), D("2"), 20)], NOW)
     assert (await second.counter("key", 2, "monthly", NOW)).spent_usd == D("2")
 
 
 async def test_redis_period_counters_expire_after_their_period(redis_client: Redis, key_prefix: str) -> None:
     budgets = RedisBudgets(redis_client, prefix=key_prefix)
     await budgets.settle(await budgets.reserve([team(Budget(daily_usd=5))], D("1"), 1, NOW), D("1"), 1)
-    day_expiry = await redis_client.expiretime(f"{key_prefix}bud:team:7:d:2026-11-24")
-    month_expiry = await redis_client.expiretime(f"{key_prefix}bud:team:7:m:2026-11")
-    assert day_expiry == utc(2026, 11, 27).timestamp()  # the day's end + 2 days of grace
-    assert month_expiry == utc(2026, 12, 3).timestamp()
+    day_expiry = await redis_client.expiretime(f"{key_prefix}bud:team:7:d:{YEAR}-11-24")
+    month_expiry = await redis_client.expiretime(f"{key_prefix}bud:team:7:m:{YEAR}-11")
+    assert day_expiry == utc(YEAR, 11, 27).timestamp()  # the day's end + 2 days of grace
+    assert month_expiry == utc(YEAR, 12, 3).timestamp()
     assert await redis_client.expiretime(f"{key_prefix}bud:team:7:t") == -1  # totals never expire
 
 
 async def test_memory_drops_past_periods_at_rollover() -> None:
     budgets = MemoryBudgets()
     await budgets.settle(await budgets.reserve([KEY], D("1"), 1, NOW), D("1"), 1)
-    next_month = utc(2026, 12, 2).timestamp()
+    next_month = utc(YEAR, 12, 2).timestamp()
     await budgets.reserve([KEY], D("1"), 1, next_month)
     assert (await budgets.counter("key", 1, "total", next_month)).spent_usd == D("1")
     assert (await budgets.counter("key", 1, "monthly", next_month)).spent_usd == 0
-    assert not [k for k in budgets._counters if k[2] in ("d:2026-11-24", "m:2026-11")]
+    assert not [k for k in budgets._counters if k[2] in (f"d:{YEAR}-11-24", f"m:{YEAR}-11")]
 
 
 def test_backends_share_the_interface() -> None:

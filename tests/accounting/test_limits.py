@@ -18,7 +18,9 @@ from isthmus.accounting.limits import (
 from isthmus.errors import RateLimitedError
 from isthmus.store.snapshot import Limits
 
-T0 = 1_795_521_600.0  # 2026-11-24 12:00 UTC; every test passes explicit times
+from .conftest import YEAR, utc
+
+T0 = utc(YEAR, 11, 24, 12).timestamp()  # every test passes explicit times (see YEAR)
 
 MakeLimits = Callable[..., LimitBackend]
 
