@@ -158,8 +158,6 @@ _CONTENT_TYPES = {
 
 async def _start_runtime(settings: Settings, file_config: FileConfig | None, metrics: Metrics) -> Runtime:
     """Open the store, apply the config file, load the snapshot and build the request path."""
-    import redis.asyncio as aioredis
-
     from isthmus.accounting import Accountant, builtin_prices
     from isthmus.accounting.retention import RetentionPolicy, RetentionTask
     from isthmus.accounting.rollups import load_spend_totals
@@ -209,8 +207,11 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     log_detail = file_config.log_detail if file_config else "base"
     builtin = builtin_prices()
     redis_url = settings.redis_url or (file_config.redis_url if file_config else None)
-    redis = aioredis.from_url(redis_url) if redis_url else None
-    if redis is not None:
+    redis = None
+    if redis_url:
+        import redis.asyncio as aioredis  # only where configured: the client costs ~15 MiB
+
+        redis = aioredis.from_url(redis_url)
         closers.append(redis.aclose)
 
     async def load() -> GatewayState:

@@ -13,8 +13,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 
 log = logging.getLogger("isthmus.invalidation")
 
@@ -25,7 +28,11 @@ class SnapshotInvalidator:
     def __init__(
         self, redis_url: str | None, reload: Callable[[], Awaitable[None]], *, interval: float = 30.0
     ) -> None:
-        self._redis = aioredis.from_url(redis_url) if redis_url else None
+        self._redis: Redis | None = None
+        if redis_url:
+            import redis.asyncio as aioredis  # only where configured: the client costs ~15 MiB
+
+            self._redis = aioredis.from_url(redis_url)
         self._reload = reload
         self._interval = interval
         self._instance = os.urandom(8).hex()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -12,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from isthmus.store.db import create_engine
 from isthmus.store.migrations import (
+    HEAD_REVISION,
     current_revision,
     downgrade_database,
     head_revision,
@@ -74,3 +77,29 @@ async def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
     # Several workers or instances starting together: one migrates, the others find nothing to do.
     await asyncio.gather(*(upgrade_database(database_url) for _ in range(3)))
     assert await is_up_to_date(database_url)
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    assert head_revision() == HEAD_REVISION
+
+
+_START_UP_ON_CURRENT_DB = """
+import asyncio, sys
+from isthmus.store.migrations import is_up_to_date, upgrade_database
+asyncio.run(upgrade_database(sys.argv[1]))
+assert asyncio.run(is_up_to_date(sys.argv[1]))
+print("alembic" in sys.modules)
+"""
+
+
+async def test_start_up_on_a_current_database_does_not_load_alembic(database_url: str) -> None:
+    # Alembic stays resident once imported (~11 MiB of a worker's memory) and is not needed then.
+    await upgrade_database(database_url)
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _START_UP_ON_CURRENT_DB, database_url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.strip() == "False"

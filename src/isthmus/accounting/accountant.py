@@ -17,9 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from isthmus.accounting.budgets import (
     DEFAULT_RESERVATION_TTL_S,
@@ -51,6 +49,9 @@ from isthmus.accounting.prices import PriceBook, ResolvedPrice
 from isthmus.accounting.redis_scripts import AccountingScripts
 from isthmus.ir.usage import Usage
 from isthmus.store.snapshot import Budget, GatewayKeyRow, Limits, TeamRow, UserRow
+
+if TYPE_CHECKING:  # imported only where Redis is configured: the client costs ~15 MiB
+    from redis.asyncio import Redis
 
 _ZERO = Decimal(0)
 
@@ -226,6 +227,12 @@ class Accountant:
         self.tz = tz
         self.default_max_output_tokens = default_max_output_tokens
         self._scripts: AccountingScripts | None = None
+        # What the backends raise when the shared state cannot be reached: callers fail open on it.
+        self.unavailable: tuple[type[Exception], ...] = (OSError,)
+        if isinstance(budgets, RedisBudgets) or isinstance(limits, RedisLimits):
+            from redis.exceptions import RedisError
+
+            self.unavailable = (RedisError, OSError)
         # Both in this process: call them directly (they never await), saving a coroutine per step.
         self._memory: tuple[MemoryBudgets, MemoryLimits] | None = None
         if isinstance(budgets, MemoryBudgets) and isinstance(limits, MemoryLimits):

@@ -27,15 +27,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo
-
-from redis.asyncio import Redis
 
 from isthmus.accounting.prices import to_decimal
 from isthmus.accounting.redis_scripts import AccountingScripts, AdmitRefusal, BudgetCall, ReservationFinish
 from isthmus.errors import BudgetExceededError
 from isthmus.store.snapshot import Budget
+
+if TYPE_CHECKING:  # imported only where Redis is configured: the client costs ~15 MiB
+    from redis.asyncio import Redis
 
 EntityType = Literal["key", "user", "team"]
 Period = Literal["daily", "monthly", "total"]

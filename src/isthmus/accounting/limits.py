@@ -28,12 +28,13 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from isthmus.accounting.redis_scripts import AccountingScripts, AdmitRefusal, LeaseFinish, LimitCall
 from isthmus.errors import RateLimitedError
+
+if TYPE_CHECKING:  # imported only where Redis is configured: the client costs ~15 MiB
+    from redis.asyncio import Redis
 
 LimitKind = Literal["key", "user", "team", "provider_key"]
 WINDOW_S = 60.0

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # imported only where Redis is configured: the client costs ~15 MiB
+    from redis.asyncio import Redis
+
 
 _PRELUDE = r"""
 local function fmt(x) return string.format('%d', x) end

@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from isthmus.accounting import Accountant
 from isthmus.accounting.records import AttemptRecord, LogLevel, RecordBundle, UsageRecord
 from isthmus.accounting.request_logs import BodyCapture, build_request_log, redact_errors
@@ -87,7 +85,7 @@ class Billing:
         except RateLimitedError:
             ctx.outcome = Outcome.REFUSED
             raise
-        except (RedisError, OSError) as exc:
+        except self.accountant.unavailable as exc:
             # The shared state is unreachable: serve the request (fail open) rather than turn a Redis
             # outage into a gateway outage; the usage record still counts it.
             log.warning("admission skipped for %s: shared state unavailable (%s)", ctx.request_id, exc)
@@ -114,7 +112,7 @@ class Billing:
         if ctx.admission is not None:
             try:
                 await self.accountant.settle(ctx.admission, usage, cost)
-            except (RedisError, OSError) as exc:  # the record below must still be written
+            except self.accountant.unavailable as exc:  # the record below must still be written
                 log.warning("budget settlement failed for %s: %s", ctx.request_id, exc)
         latency = ctx.elapsed_ms()
         self.metrics.observe_request(ctx.protocol_in.value, ctx.model or "", ctx.status, latency)

@@ -11,25 +11,30 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from isthmus.store.db import create_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent
+# The newest revision in versions/ (a test checks it against Alembic's view). Knowing it without
+# Alembic lets a start-up on a current database skip importing Alembic, which stays resident (~11 MiB).
+HEAD_REVISION = "0003"
 # Arbitrary constant shared by every Isthmus process; pg_advisory_xact_lock takes a bigint.
 _PG_MIGRATION_LOCK = 0x1574_4D05
 _SQLITE_LOCK_RETRIES = 12
 
 
 def alembic_config(url: str | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -40,6 +45,9 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The newest revision as Alembic reads it from versions/."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("the migrations directory has no revisions")
@@ -59,6 +67,8 @@ async def _engine_for(db: str | AsyncEngine, *, immediate: bool = False) -> Asyn
 
 
 def _run_command(connection: Connection, action: str, revision: str) -> None:
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     if action == "upgrade":
@@ -88,6 +98,8 @@ async def _migrate(db: str | AsyncEngine, action: str, revision: str) -> None:
 
 async def upgrade_database(db: str | AsyncEngine, revision: str = "head") -> None:
     """Bring the schema up to ``revision`` (default: the newest) in one transaction."""
+    if revision in ("head", HEAD_REVISION) and await current_revision(db) == HEAD_REVISION:
+        return  # the usual start-up: nothing to do
     await _migrate(db, "upgrade", revision)
 
 
@@ -97,7 +109,10 @@ async def downgrade_database(db: str | AsyncEngine, revision: str = "base") -> N
 
 
 def _current(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    # What Alembic's MigrationContext.get_current_revision reads, without importing Alembic.
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 async def current_revision(db: str | AsyncEngine) -> str | None:
@@ -107,10 +122,11 @@ async def current_revision(db: str | AsyncEngine) -> str | None:
 
 
 async def is_up_to_date(db: str | AsyncEngine) -> bool:
-    return await current_revision(db) == head_revision()
+    return await current_revision(db) == HEAD_REVISION
 
 
 __all__ = [
+    "HEAD_REVISION",
     "MIGRATIONS_DIR",
     "alembic_config",
     "current_revision",
