@@ -73,6 +73,8 @@ def start_targets(lab: Lab, names: list[str], prefer_nginx: bool, isthmus_ref: s
         "nginx": lab.start_nginx_proxy,
         "litellm": lab.start_litellm,
         "passthrough": lab.start_passthrough,
+        "passthrough-granian": lambda: lab.start_passthrough(server="granian"),
+        "passthrough-httpx": lambda: lab.start_passthrough(client="httpx"),
         "isthmus": lambda: lab.start_isthmus(ref=isthmus_ref),
     }
     for name in names:

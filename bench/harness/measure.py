@@ -53,6 +53,9 @@ TARGETS: dict[str, Target] = {
     "nginx": Target("nginx", "nginx", _by_mode_path, _bench_model),
     "litellm": Target("litellm", "litellm", _gateway_path, _bench_model),
     "passthrough": Target("passthrough", "passthrough", _by_mode_path, _bench_model),
+    # The same passthrough on another ASGI server or HTTP client (opt-in: --targets).
+    "passthrough-granian": Target("passthrough-granian", "passthrough-granian", _by_mode_path, _bench_model),
+    "passthrough-httpx": Target("passthrough-httpx", "passthrough-httpx", _by_mode_path, _bench_model),
     "isthmus": Target("isthmus", "isthmus", _gateway_path, _bench_model),
     "isthmus-convert": Target("isthmus-convert", "isthmus", _gateway_path, _conv_model, may_fail=True),
 }

@@ -127,7 +127,10 @@ class Lab:
         self._add("nginx", [nginx, "-p", str(self.workdir), "-c", str(conf)], port, pin=self.pinning.target)
         return True
 
-    def start_passthrough(self, wrap: list[str] | None = None) -> None:
+    def start_passthrough(
+        self, wrap: list[str] | None = None, *, server: str = "uvicorn", client: str = "aiohttp"
+    ) -> None:
+        """The bare passthrough; another ASGI server or HTTP client makes a variant of its own name."""
         port = procs.free_port()
         argv = [
             *(wrap or [sys.executable]),
@@ -138,8 +141,18 @@ class Lab:
             self.upstream_url,
             "--key",
             CLIENT_KEY,
+            "--server",
+            server,
+            "--client",
+            client,
         ]
-        self._add("passthrough", argv, port, pin=self.pinning.target)
+        name = (
+            "passthrough"
+            + (f"-{server}" if server != "uvicorn" else "")
+            + (f"-{client}" if client != "aiohttp" else "")
+        )
+        env = {"PYTHONPATH": str(BENCH_DIR)} if server == "granian" else None
+        self._add(name, argv, port, pin=self.pinning.target, env=env)
 
     def start_isthmus(self, wrap: list[str] | None = None, ref: str | None = None) -> None:
         """``wrap`` runs the server under another program (a profiler): ``[*wrap, isthmus, serve, …]``;
