@@ -120,7 +120,10 @@ def count_blocks(region: bytes, end: int | None = None) -> int:
 
 def block_start(buf: bytes, pos: int) -> int:
     """Where the block holding ``buf[pos]`` begins: just past the last boundary before ``pos``."""
-    lf2, lfcrlf = buf.rfind(_LF2, 0, pos), buf.rfind(_LFCRLF, 0, pos)
+    lf2 = buf.rfind(_LF2, 0, pos)
+    if b"\r" not in buf:  # a quick memchr spares scanning for the other line ending
+        return lf2 + 2 if lf2 >= 0 else 0
+    lfcrlf = buf.rfind(_LFCRLF, 0, pos)
     return max(lf2 + 2 if lf2 >= 0 else 0, lfcrlf + 3 if lfcrlf >= 0 else 0)
 
 
