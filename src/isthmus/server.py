@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import sys
@@ -13,9 +15,24 @@ from isthmus.config import Settings, load_config
 from isthmus.errors import ConfigError
 from isthmus.logs import configure_logging
 
+log = logging.getLogger("isthmus.server")
+
 
 def _exit_zero(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
+
+
+def _migrate_in_child(settings: Settings, database_url: str) -> None:
+    """Bring the schema up to date before any worker starts, in a child process: Alembic would stay
+    resident (~11 MiB) in a server that imported it. Should that fail, the start-up migrates in
+    process as it always does, and reports the failure there."""
+    from isthmus.store.migrations import upgrade_in_child
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # where the default SQLite file lives
+    try:
+        asyncio.run(upgrade_in_child(database_url))
+    except Exception as exc:
+        log.warning("migrating in a child process failed (%s); the start-up will migrate", exc)
 
 
 def serve(settings: Settings) -> None:
@@ -32,6 +49,9 @@ def serve(settings: Settings) -> None:
     redis_url = settings.redis_url or (file_config.redis_url if file_config else None)
     if workers > 1 and not redis_url:
         raise ConfigError("workers > 1 needs a shared state backend: set ISTHMUS_REDIS_URL (or redis_url)")
+    _migrate_in_child(
+        settings, settings.resolved_database_url(file_config.database_url if file_config else None)
+    )
     common = {
         "host": host,
         "port": port,

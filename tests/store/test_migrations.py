@@ -103,3 +103,25 @@ async def test_start_up_on_a_current_database_does_not_load_alembic(database_url
         check=True,
     )
     assert run.stdout.strip() == "False"
+
+
+_MIGRATE_FRESH_IN_CHILD = """
+import asyncio, sys
+from isthmus.store.migrations import is_up_to_date, upgrade_in_child
+asyncio.run(upgrade_in_child(sys.argv[1]))
+assert asyncio.run(is_up_to_date(sys.argv[1]))
+print("alembic" in sys.modules)
+"""
+
+
+async def test_a_fresh_database_can_be_migrated_without_loading_alembic_here(database_url: str) -> None:
+    # What `isthmus serve` does before its workers start: the child process imports Alembic.
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _MIGRATE_FRESH_IN_CHILD, database_url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.strip() == "False"
+    assert await current_revision(database_url) == head_revision()

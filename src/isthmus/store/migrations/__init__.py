@@ -8,6 +8,8 @@ advisory lock, SQLite with an immediate write lock, and the second one finds not
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -103,6 +105,22 @@ async def upgrade_database(db: str | AsyncEngine, revision: str = "head") -> Non
     await _migrate(db, "upgrade", revision)
 
 
+async def upgrade_in_child(url: str) -> None:
+    """Migrate in a short-lived child process (``python -m isthmus.store.migrations``) when the schema
+    is behind, so the calling process never imports Alembic; raises ``RuntimeError`` with the child's
+    error output if it fails."""
+    if await current_revision(url) == HEAD_REVISION:
+        return
+    env = {**os.environ, "ISTHMUS_MIGRATE_URL": url}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "isthmus.store.migrations", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await child.communicate()
+    if child.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"database migration failed: {lines[-1] if lines else child.returncode}")
+
+
 async def downgrade_database(db: str | AsyncEngine, revision: str = "base") -> None:
     """Take the schema down to ``revision``; ``"base"`` drops every table (tests and rollbacks only)."""
     await _migrate(db, "downgrade", revision)
@@ -134,4 +152,5 @@ __all__ = [
     "head_revision",
     "is_up_to_date",
     "upgrade_database",
+    "upgrade_in_child",
 ]
