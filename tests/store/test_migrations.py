@@ -83,45 +83,34 @@ def test_head_revision_constant_is_alembics_head() -> None:
     assert head_revision() == HEAD_REVISION
 
 
-_START_UP_ON_CURRENT_DB = """
+_MIGRATE_THEN_SAY_IF_ALEMBIC_LOADED = """
 import asyncio, sys
-from isthmus.store.migrations import is_up_to_date, upgrade_database
-asyncio.run(upgrade_database(sys.argv[1]))
-assert asyncio.run(is_up_to_date(sys.argv[1]))
+from isthmus.store import migrations
+asyncio.run(getattr(migrations, sys.argv[1])(sys.argv[2]))
+assert asyncio.run(migrations.is_up_to_date(sys.argv[2]))
 print("alembic" in sys.modules)
 """
+
+
+async def _alembic_loaded_after(function: str, database_url: str) -> bool:
+    """Run ``migrations.<function>(url)`` in a fresh interpreter: did it import Alembic there?"""
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _MIGRATE_THEN_SAY_IF_ALEMBIC_LOADED, function, database_url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return run.stdout.strip() == "True"
 
 
 async def test_start_up_on_a_current_database_does_not_load_alembic(database_url: str) -> None:
     # Alembic stays resident once imported (~11 MiB of a worker's memory) and is not needed then.
     await upgrade_database(database_url)
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", _START_UP_ON_CURRENT_DB, database_url],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert run.stdout.strip() == "False"
-
-
-_MIGRATE_FRESH_IN_CHILD = """
-import asyncio, sys
-from isthmus.store.migrations import is_up_to_date, upgrade_in_child
-asyncio.run(upgrade_in_child(sys.argv[1]))
-assert asyncio.run(is_up_to_date(sys.argv[1]))
-print("alembic" in sys.modules)
-"""
+    assert not await _alembic_loaded_after("upgrade_database", database_url)
 
 
 async def test_a_fresh_database_can_be_migrated_without_loading_alembic_here(database_url: str) -> None:
     # What `isthmus serve` does before its workers start: the child process imports Alembic.
-    run = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", _MIGRATE_FRESH_IN_CHILD, database_url],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert run.stdout.strip() == "False"
+    assert not await _alembic_loaded_after("upgrade_in_child", database_url)
     assert await current_revision(database_url) == head_revision()
