@@ -316,3 +316,27 @@ def wait_for_redis(url: str, timeout: float = 10) -> None:
                 time.sleep(0.1)
     finally:
         client.close()
+
+
+class RestartablePostgres(ThrowawayPostgres):
+    """A throwaway server that can be stopped and started again on the same port and data."""
+
+    def _options(self) -> str:
+        return (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+
+    def halt(self) -> None:
+        assert self.dir is not None
+        result = _run(self._cmd("pg_ctl", "-D", str(self.dir / "pg"), "-m", "fast", "-w", "stop"), timeout=60)
+        if result.returncode != 0:
+            raise ServiceError(f"pg_ctl stop failed: {result.stdout}\n{result.stderr}")
+
+    def resume(self) -> None:
+        assert self.dir is not None
+        log = str(self.dir / "log")
+        args = ("-D", str(self.dir / "pg"), "-o", self._options(), "-l", log, "-w", "start")
+        result = _run(self._cmd("pg_ctl", *args), timeout=60)
+        if result.returncode != 0:
+            raise ServiceError(f"pg_ctl start failed: {result.stdout}\n{result.stderr}")

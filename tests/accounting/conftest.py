@@ -1,15 +1,19 @@
-"""Fixtures for accounting tests: a real Redis client on the throwaway server, and row builders."""
+"""Fixtures for accounting tests: a real Redis client on the throwaway server, a PostgreSQL that can be
+stopped and started again, the usage API of a module's ``gateway``, and row builders."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
 
+from accounting.e2e_gateway import UsageApi
 from isthmus.store.snapshot import ModelRow, PriceRow, PriceTierRow, RouteRow
+from servers import ServerThread
+from services import RestartablePostgres, ServiceError, wait_for_postgres
 
 
 @pytest.fixture
@@ -19,6 +23,29 @@ async def redis_client(clean_redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def restartable_postgres() -> Iterator[RestartablePostgres]:
+    """A dedicated PostgreSQL (not the session's shared one), so stopping it disturbs no other test."""
+    server = RestartablePostgres()
+    try:
+        url = server.start()
+        wait_for_postgres(url)
+    except ServiceError as exc:
+        server.stop()
+        pytest.fail(f"cannot start a dedicated PostgreSQL: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def usage(gateway: ServerThread) -> Iterator[UsageApi]:
+    """The admin usage API of the module's ``gateway`` fixture."""
+    with UsageApi(gateway.url) as api:
+        yield api
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +24,7 @@ import orjson
 from isthmus.app import create_app
 from isthmus.config import Settings, parse_config
 from isthmus.protocols.sse import SSEParser
+from isthmus.providers.mock_server import BackgroundMockServer
 from servers import ServerThread
 
 ADMIN_USERNAME = "admin"
@@ -42,6 +44,17 @@ def start_gateway(config_text: str, data_dir: Path) -> ServerThread:
         admin_password=ADMIN_PASSWORD,
     )
     return ServerThread(create_app(settings, parse_config(config_text))).start()
+
+
+@contextmanager
+def mock_gateway(config: Callable[[str], str], data_dir: Path) -> Iterator[ServerThread]:
+    """A gateway in front of the mock provider served over HTTP; ``config`` gets the mock's URL."""
+    with BackgroundMockServer() as upstream:
+        server = start_gateway(config(upstream.url), data_dir)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def generation(

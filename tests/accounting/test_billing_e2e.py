@@ -36,11 +36,10 @@ from accounting.e2e_gateway import (
     call,
     generation,
     list_cost,
+    mock_gateway,
     money,
     request_id,
-    start_gateway,
 )
-from isthmus.providers.mock_server import BackgroundMockServer
 from servers import ServerThread
 
 KEY = "sk-isthmus-billing-e2e-0123456789"
@@ -96,18 +95,8 @@ keys:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with BackgroundMockServer() as upstream:
-        server = start_gateway(_config(upstream.url), tmp_path_factory.mktemp("billing"))
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def usage(gateway: ServerThread) -> Iterator[UsageApi]:
-    with UsageApi(gateway.url) as api:
-        yield api
+    with mock_gateway(_config, tmp_path_factory.mktemp("billing")) as server:
+        yield server
 
 
 @dataclass(frozen=True)

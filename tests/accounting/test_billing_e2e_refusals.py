@@ -17,11 +17,10 @@ from accounting.e2e_gateway import (
     PROTOCOLS,
     UsageApi,
     call,
+    mock_gateway,
     money,
     request_id,
-    start_gateway,
 )
-from isthmus.providers.mock_server import BackgroundMockServer
 from servers import ServerThread
 
 MODELS = {"openai-chat": "gpt-m", "openai-responses": "gpt-m", "anthropic": "claude-m", "gemini": "gemini-m"}
@@ -58,18 +57,8 @@ keys:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with BackgroundMockServer() as upstream:
-        server = start_gateway(_config(upstream.url), tmp_path_factory.mktemp("refusals"))
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def usage(gateway: ServerThread) -> Iterator[UsageApi]:
-    with UsageApi(gateway.url) as api:
-        yield api
+    with mock_gateway(_config, tmp_path_factory.mktemp("refusals")) as server:
+        yield server
 
 
 def _error_message(protocol: str, resp: httpx.Response) -> str:

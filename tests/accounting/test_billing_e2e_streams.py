@@ -33,13 +33,12 @@ from accounting.e2e_gateway import (
     content_deltas,
     generation,
     list_cost,
+    mock_gateway,
     money,
     request_id,
     sse_events,
-    start_gateway,
 )
 from isthmus.protocols.sse import SSEParser
-from isthmus.providers.mock_server import BackgroundMockServer
 from servers import ServerThread
 
 KEY = "sk-isthmus-streams-e2e-0123456789"
@@ -98,18 +97,8 @@ keys:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with BackgroundMockServer() as upstream:
-        server = start_gateway(_config(upstream.url), tmp_path_factory.mktemp("streams"))
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def usage(gateway: ServerThread) -> Iterator[UsageApi]:
-    with UsageApi(gateway.url) as api:
-        yield api
+    with mock_gateway(_config, tmp_path_factory.mktemp("streams")) as server:
+        yield server
 
 
 def _reported_prompt(protocol: str, body_bytes: int) -> Tokens:

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from accounting.e2e_gateway import PRICE, UsageApi, call, money, request_id, start_gateway
-from isthmus.providers.mock_server import BackgroundMockServer
+from accounting.e2e_gateway import PRICE, UsageApi, call, mock_gateway, money, request_id
 from servers import ServerThread
 
 KEY = "sk-isthmus-traces-e2e-0123456789"
@@ -53,12 +52,8 @@ keys:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with BackgroundMockServer() as upstream:
-        server = start_gateway(_config(upstream.url), tmp_path_factory.mktemp("traces"))
-        try:
-            yield server
-        finally:
-            server.stop()
+    with mock_gateway(_config, tmp_path_factory.mktemp("traces")) as server:
+        yield server
 
 
 def _steps(detail: dict[str, Any]) -> list[tuple[int, str, str, int | None]]:

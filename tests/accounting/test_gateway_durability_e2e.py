@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import NullPool
 
 from accounting.e2e_gateway import PROTOCOLS, auth_headers, generation, request_id, sse_events
-from accounting.test_writer_durability import RestartablePostgres
+from accounting.usage_samples import TOKEN_COLUMNS
 from isthmus.accounting.records import ERROR_STATUSES
 from isthmus.providers.mock_server import BackgroundMockServer
 from isthmus.store.usage_tables import (
@@ -47,7 +47,7 @@ from isthmus.store.usage_tables import (
     usage_hourly,
 )
 from relay.gateway_process import GatewayProcess
-from services import ServiceError, wait_for_postgres
+from services import RestartablePostgres
 
 KEY = "sk-isthmus-durability-e2e-0123456789"
 # Public model → provider entry; every front door is sent to every model, so some requests pass
@@ -61,14 +61,6 @@ PER_PHASE = 40  # requests answered in each phase of the outage at least
 # batches, short enough that its next retry comes soon after the database is back.
 MIN_OUTAGE = 3.0
 DRAIN_WITHIN = 60.0
-TOKEN_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
 
 
 def _config(upstream: str) -> str:
@@ -98,21 +90,6 @@ users:
 keys:
   - {{name: durable, user: durable-user, secret: {KEY}, budget: {{monthly_usd: 1000}}}}
 """
-
-
-@pytest.fixture
-def restartable_postgres() -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres()
-    try:
-        url = server.start()
-        wait_for_postgres(url)
-    except ServiceError as exc:
-        server.stop()
-        pytest.fail(f"cannot start a dedicated PostgreSQL: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

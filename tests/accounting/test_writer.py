@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from accounting.usage_samples import counts, make_bundle, wait_until
+from accounting.usage_samples import TOKEN_COLUMNS, counts, make_bundle, wait_until
 from isthmus.accounting.records import ERROR_STATUSES, RecordBundle
 from isthmus.accounting.writer import UsageWriter, write_batch
 from isthmus.store.db import create_engine, session_factory
@@ -27,15 +27,6 @@ from isthmus.store.usage_tables import (
     usage_hourly,
 )
 from services import free_port
-
-TOKEN_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
 
 
 @pytest.fixture

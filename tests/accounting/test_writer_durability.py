@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from accounting.test_writer import assert_totals_match
 from accounting.usage_samples import make_bundle, wait_until
@@ -18,46 +15,7 @@ from isthmus.accounting.records import RecordBundle
 from isthmus.accounting.writer import UsageWriter
 from isthmus.store.db import create_engine, session_factory
 from isthmus.store.migrations import upgrade_database
-from services import ServiceError, ThrowawayPostgres, _run, wait_for_postgres
-
-
-class RestartablePostgres(ThrowawayPostgres):
-    """A throwaway server that can be stopped and started again on the same port and data."""
-
-    def _options(self) -> str:
-        return (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
-
-    def halt(self) -> None:
-        assert self.dir is not None
-        result = _run(self._cmd("pg_ctl", "-D", str(self.dir / "pg"), "-m", "fast", "-w", "stop"), timeout=60)
-        if result.returncode != 0:
-            raise ServiceError(f"pg_ctl stop failed: {result.stdout}\n{result.stderr}")
-
-    def resume(self) -> None:
-        assert self.dir is not None
-        log = str(self.dir / "log")
-        args = ("-D", str(self.dir / "pg"), "-o", self._options(), "-l", log, "-w", "start")
-        result = _run(self._cmd("pg_ctl", *args), timeout=60)
-        if result.returncode != 0:
-            raise ServiceError(f"pg_ctl start failed: {result.stdout}\n{result.stderr}")
-
-
-@pytest.fixture
-def restartable_postgres() -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres()
-    try:
-        url = server.start()
-        wait_for_postgres(url)
-    except ServiceError as exc:
-        server.stop()
-        pytest.fail(f"cannot start a dedicated PostgreSQL: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+from services import RestartablePostgres
 
 
 async def test_database_stopped_mid_load_loses_nothing(
