@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from isthmus.accounting import Accountant
+from isthmus.accounting.limits import HasLimits, Lease
 from isthmus.accounting.records import AttemptRecord, LogLevel, RecordBundle, UsageRecord
 from isthmus.accounting.request_logs import BodyCapture, build_request_log, redact_errors
 from isthmus.accounting.writer import UsageWriter
@@ -89,6 +90,26 @@ class Billing:
             # The shared state is unreachable: serve the request (fail open) rather than turn a Redis
             # outage into a gateway outage; the usage record still counts it.
             log.warning("admission skipped for %s: shared state unavailable (%s)", ctx.request_id, exc)
+
+    async def provider_key_slot(
+        self, ctx: RequestContext, key_id: int, limits: HasLimits
+    ) -> tuple[bool, Lease | None]:
+        """Whether a candidate's provider key may be used now, and the lease to give back after it.
+        Fails open, like admission, when the shared state is unreachable."""
+        try:
+            lease = await self.accountant.try_acquire_provider_key(key_id, limits)
+        except self.accountant.unavailable as exc:
+            log.warning(
+                "provider key limits skipped for %s: shared state unavailable (%s)", ctx.request_id, exc
+            )
+            return True, None
+        return lease is not None, lease
+
+    async def release_provider_key(self, ctx: RequestContext, lease: Lease, tokens: int) -> None:
+        try:
+            await self.accountant.release_provider_key(lease, tokens)
+        except self.accountant.unavailable as exc:  # the lease expires on its own
+            log.warning("provider key lease not released for %s: %s", ctx.request_id, exc)
 
     async def finish(self, ctx: RequestContext, state: GatewayState) -> None:
         """Settle the budget and queue the usage record. Never raises: the answer is already out."""

@@ -307,8 +307,8 @@ class Relay:
             lease = None
             key = cand.key
             if key.rpm is not None or key.tpm is not None or key.concurrency is not None:
-                lease = await self._billing.accountant.try_acquire_provider_key(key.id, key)
-                if lease is None:
+                allowed, lease = await self._billing.provider_key_slot(ctx, key.id, key)
+                if not allowed:
                     router.release(cand)
                     ctx.attempts.append(_attempt(cand, skipped="limit:provider_key"))
                     continue
@@ -354,7 +354,7 @@ class Relay:
                 raise
             finally:
                 if lease is not None:
-                    await self._billing.accountant.release_provider_key(lease, ctx.usage.total_tokens)
+                    await self._billing.release_provider_key(ctx, lease, ctx.usage.total_tokens)
         if last is None and refusal is not None:
             raise refusal
         if last is None:
