@@ -7,10 +7,12 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from isthmus.store.db import create_engine
 from isthmus.store.migrations import (
@@ -114,3 +116,38 @@ async def test_a_fresh_database_can_be_migrated_without_loading_alembic_here(dat
     # What `isthmus serve` does before its workers start: the child process imports Alembic.
     assert not await _alembic_loaded_after("upgrade_in_child", database_url)
     assert await current_revision(database_url) == head_revision()
+
+
+_RECORD = (
+    "INSERT INTO usage_records (request_id, started_at, status, http_status, protocol_in, stream, "
+    "input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, "
+    "reasoning_tokens, list_cost, actual_cost, latency_ms, attempts, estimated) VALUES "
+    "(:rid, '2026-11-24 12:00:00+00:00', :status, 200, 'openai-chat', false, 1, 2, 0, 0, 0, 0, 0, 0, "
+    "5, 1, false)"
+)
+
+
+async def _statuses(engine: Any) -> dict[str, str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT request_id, status FROM usage_records"))
+        return {rid: status for rid, status in rows}
+
+
+async def test_0004_admits_internal_error_and_keeps_existing_records(database_url: str) -> None:
+    await upgrade_database(database_url, "0003")
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(_RECORD), {"rid": "before", "status": "ok"})
+        await upgrade_database(database_url)
+        async with engine.begin() as conn:
+            await conn.execute(text(_RECORD), {"rid": "bug", "status": "internal_error"})
+        with pytest.raises(IntegrityError):  # the rebuilt constraint still refuses what is not a status
+            async with engine.begin() as conn:
+                await conn.execute(text(_RECORD), {"rid": "odd", "status": "whatever"})
+        assert await _statuses(engine) == {"before": "ok", "bug": "internal_error"}
+
+        await downgrade_database(database_url, "0003")  # the old schema files it under upstream_error
+        assert await _statuses(engine) == {"before": "ok", "bug": "upstream_error"}
+    finally:
+        await engine.dispose()

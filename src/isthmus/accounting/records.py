@@ -27,11 +27,18 @@ class UsageStatus(StrEnum):
     CUT = "cut"  # the upstream broke a stream after it was committed
     DISCONNECTED = "disconnected"  # the client went away
     REFUSED = "refused"  # refused by a rate limit or a budget before any upstream was called
+    INTERNAL_ERROR = "internal_error"  # the gateway itself failed (a bug), whatever the upstream did
 
 
 # Statuses that count as errors in rollups: a disconnect is the client's choice, not a failure.
 ERROR_STATUSES = frozenset(
-    {UsageStatus.CLIENT_ERROR, UsageStatus.UPSTREAM_ERROR, UsageStatus.CUT, UsageStatus.REFUSED}
+    {
+        UsageStatus.CLIENT_ERROR,
+        UsageStatus.UPSTREAM_ERROR,
+        UsageStatus.CUT,
+        UsageStatus.REFUSED,
+        UsageStatus.INTERNAL_ERROR,
+    }
 )
 
 

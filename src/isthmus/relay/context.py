@@ -22,6 +22,7 @@ class Outcome(StrEnum):
     CUT = "cut"  # the upstream broke the stream after it was committed
     DISCONNECTED = "disconnected"  # the client went away
     REFUSED = "refused"  # a rate limit or budget refused it before any upstream was called
+    INTERNAL_ERROR = "internal_error"  # the gateway itself failed (a bug): logged with its traceback
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ to the client only after its first content event (read-ahead), so empty streams,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -149,6 +150,10 @@ class Relay:
                 ctx.status = 499  # the client left before any answer: record no status it never got
         except IsthmusError as err:
             await self._send_error(ctx, send, err)
+        except Exception:
+            # A bug of ours: the caller still gets an error in its own protocol, and the record says so.
+            log.exception("request %s failed inside the gateway", ctx.request_id)
+            await self._send_internal_error(ctx, send)
         finally:
             ctx.finished = True
             if watcher is not None:
@@ -674,6 +679,18 @@ class Relay:
         headers = self._base_headers(ctx)
         headers.extend((k.encode(), v.encode()) for k, v in err.headers.items())
         await send_bytes(send, err.status, wire.error_body(ctx.protocol_in, err), headers)
+
+    async def _send_internal_error(self, ctx: RequestContext, send: Send) -> None:
+        err = IsthmusError(f"the gateway failed on request {ctx.request_id}; its log has the details")
+        ctx.outcome = Outcome.INTERNAL_ERROR
+        if not ctx.committed:
+            await self._send_error(ctx, send, err)
+            return
+        ctx.error = err.message
+        if ctx.stream:  # the stream ends with an error event rather than just stopping
+            event = wire.stream_error_event(ctx.protocol_in, err)
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": event})
 
     async def _send_upstream_error(
         self, ctx: RequestContext, send: Send, err: UpstreamError, same_protocol: bool

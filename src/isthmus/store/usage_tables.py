@@ -43,7 +43,16 @@ MONEY_SCALE = 12
 _MONEY_UNIT = Decimal(1).scaleb(-MONEY_SCALE)
 _MONEY_FACTOR = 10**MONEY_SCALE
 
-USAGE_STATUSES = ("ok", "incomplete", "client_error", "upstream_error", "cut", "disconnected", "refused")
+USAGE_STATUSES = (
+    "ok",
+    "incomplete",
+    "client_error",
+    "upstream_error",
+    "cut",
+    "disconnected",
+    "refused",
+    "internal_error",
+)
 LOG_LEVELS = ("base", "headers", "full")
 SPEND_ENTITIES = ("key", "user", "team")
 SPEND_PERIODS = ("daily", "monthly", "total")

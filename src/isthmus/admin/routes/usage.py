@@ -28,7 +28,14 @@ from isthmus.admin.services import usage
 router = APIRouter(prefix="/usage", tags=["usage"])
 
 UsageStatusFilter = Literal[
-    "ok", "incomplete", "client_error", "upstream_error", "cut", "disconnected", "refused"
+    "ok",
+    "incomplete",
+    "client_error",
+    "upstream_error",
+    "cut",
+    "disconnected",
+    "refused",
+    "internal_error",
 ]
 
 From = Annotated[

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 # The newest revision in versions/ (a test checks it against Alembic's view). Knowing it without
 # Alembic lets a start-up on a current database skip importing Alembic, which stays resident (~11 MiB).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 # Arbitrary constant shared by every Isthmus process; pg_advisory_xact_lock takes a bigint.
 _PG_MIGRATION_LOCK = 0x1574_4D05
 _SQLITE_LOCK_RETRIES = 12
