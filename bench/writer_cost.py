@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import decimal
-import json
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "accounting")]
@@ -30,9 +26,10 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "accounting")]
 from usage_samples import make_bundle  # noqa: E402
 
 from isthmus.accounting.records import RecordBundle  # noqa: E402
-from isthmus.accounting.writer import _prepare_rows, write_batch  # noqa: E402
+from isthmus.accounting.writer import _inserts, _prepare_rows, write_batch  # noqa: E402
 from isthmus.store.db import create_engine, session_factory  # noqa: E402
 from isthmus.store.migrations import upgrade_database  # noqa: E402
+from isthmus.store.usage_tables import UsageRecordRow  # noqa: E402
 
 WARM_BATCHES = 2
 
@@ -58,29 +55,20 @@ async def through_writer(url: str, batches: int, size: int) -> list[float]:
     return figures
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return value
-
-
 def raw_inserts(path: Path, batches: int, size: int) -> list[float]:
+    inserts = _inserts(create_engine(f"sqlite+aiosqlite:///{path}").dialect)
+    columns = [c.name for c in UsageRecordRow.__table__.columns]
+    sql = (
+        f"INSERT INTO usage_records ({','.join(columns)}) VALUES ({','.join('?' * len(columns))}) "
+        "ON CONFLICT (request_id) DO NOTHING"
+    )
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     figures = []
     for n in range(batches + WARM_BATCHES):
-        rows = _prepare_rows(batch(f"r{n}", size))
-        columns = list(rows[0])
-        sql = (
-            f"INSERT INTO usage_records ({','.join(columns)}) VALUES ({','.join('?' * len(columns))}) "
-            "ON CONFLICT (request_id) DO NOTHING"
-        )
-        data = [tuple(_plain(row[c]) for c in columns) for row in rows]
+        # The same driver values the writer binds, so only the way they reach SQLite differs.
+        data = [tuple(row) for row in _prepare_rows(batch(f"r{n}", size), inserts)]
         started = time.process_time()
         con.execute("BEGIN IMMEDIATE")
         con.executemany(sql, data)

@@ -27,8 +27,9 @@ from isthmus.accounting.cost import _CTX, compute_cost, estimate_cost
 from isthmus.accounting.limits import MemoryLimits
 from isthmus.accounting.prices import resolve_price_row, to_decimal
 from isthmus.accounting.rollups import SPEND_PERIODS, fold_spend, period_start
-from isthmus.accounting.writer import INSERT_CHUNK, THREAD_MIN_BUNDLES, write_batch
+from isthmus.accounting.writer import THREAD_MIN_BUNDLES, write_batch
 from isthmus.ir.usage import Usage
+from isthmus.store.bulk import CHUNK_ROWS
 from isthmus.store.db import create_engine, session_factory
 from isthmus.store.snapshot import Budget, Limits, PriceTierRow
 from isthmus.store.usage_tables import SpendTotalRow, UsageAttemptRow
@@ -254,7 +255,7 @@ async def stored_spend(sessions: async_sessionmaker[AsyncSession]) -> dict[tuple
 async def test_large_batches_are_written_whole_once_and_rekeyed_in_the_thread(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    size = 2 * INSERT_CHUNK + 37  # several INSERT chunks, prepared off the loop
+    size = 2 * CHUNK_ROWS + 37  # several INSERT chunks, prepared off the loop
     assert size >= THREAD_MIN_BUNDLES
     first = [make_bundle(i, seed=7, with_log=i % 4 == 0) for i in range(size)]
     async with sessions() as session, session.begin():

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import operator
 import os
 import secrets
 import time
@@ -38,8 +37,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import orjson
-from sqlalchemy import String, Table, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -50,7 +49,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from isthmus.accounting.records import AttemptRecord, RecordBundle, RequestLogRecord, UsageRecord
+from isthmus.accounting.records import RecordBundle, UsageRecord
 from isthmus.accounting.rollups import (
     RollupDelta,
     RollupKey,
@@ -61,6 +60,7 @@ from isthmus.accounting.rollups import (
     upsert_rollups,
     upsert_spend,
 )
+from isthmus.store.bulk import BulkInsert, RowShape
 from isthmus.store.usage_tables import RequestLogRow, UsageAttemptRow, UsageRecordRow
 
 try:
@@ -195,84 +195,37 @@ _ATTEMPTS = _table(UsageAttemptRow)
 _LOGS = _table(RequestLogRow)
 
 
-def _string_limits(table: Table) -> dict[str, int]:
-    return {
-        c.name: c.type.length
-        for c in table.columns
-        if isinstance(c.type, String) and c.type.length is not None
-    }
-
-
-class _RowShape:
-    """How one table's rows are read off its record type: the column names, one C-level getter for
-    all their values, and the string columns to clip. Fixed when the module is loaded."""
-
-    __slots__ = ("columns", "limits", "values")
-
-    def __init__(self, table: Table) -> None:
-        self.columns = tuple(c.name for c in table.columns)
-        self.values = operator.attrgetter(*self.columns)
-        self.limits = tuple(_string_limits(table).items())
-
-    def row(self, record: object) -> dict[str, Any]:
-        """The row, with over-long strings (a client-chosen model name, a long skip reason) cut to
-        their column size, so one odd value never makes a whole batch fail."""
-        row = dict(zip(self.columns, self.values(record), strict=True))
-        for name, limit in self.limits:
-            value = row[name]
-            if isinstance(value, str) and len(value) > limit:
-                row[name] = value[:limit]
-        return row
-
-
-_USAGE_SHAPE = _RowShape(_USAGE)
-_ATTEMPT_SHAPE = _RowShape(_ATTEMPTS)
-_LOG_SHAPE = _RowShape(_LOGS)
-
-
-def _usage_row(record: UsageRecord) -> dict[str, Any]:
-    row = _USAGE_SHAPE.row(record)
-    # The rollup key uses the model name too (same column size): fold the clipped value.
-    record.model_requested = row["model_requested"]
-    return row
-
-
-def _attempt_row(attempt: AttemptRecord) -> dict[str, Any]:
-    return _ATTEMPT_SHAPE.row(attempt)
-
-
-def _log_row(entry: RequestLogRecord) -> dict[str, Any]:
-    return _LOG_SHAPE.row(entry)
+_USAGE_SHAPE = RowShape(_USAGE)
+_ATTEMPT_SHAPE = RowShape(_ATTEMPTS)
+_LOG_SHAPE = RowShape(_LOGS)
+_MODEL_REQUESTED = _USAGE_SHAPE.columns.index("model_requested")
 
 
 @dataclass(frozen=True, slots=True)
-class _Statements:
-    """The batch INSERTs of one dialect, built once: SQLAlchemy then finds their compiled form in its
-    cache instead of constructing and keying a new statement for every batch."""
+class _Inserts:
+    """The batch INSERTs of one dialect, rendered once."""
 
-    usage: Any  # ... ON CONFLICT (request_id) DO NOTHING RETURNING request_id
-    attempts: Any
-    logs: Any
+    usage: BulkInsert  # ... ON CONFLICT (request_id) DO NOTHING RETURNING request_id
+    attempts: BulkInsert
+    logs: BulkInsert
 
 
 @functools.cache
-def _statements(dialect: str) -> _Statements:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    usage = insert(_USAGE).on_conflict_do_nothing(index_elements=["request_id"])
-    return _Statements(
-        usage=usage.returning(_USAGE.c.request_id),
-        attempts=insert(_ATTEMPTS).on_conflict_do_nothing(),
-        logs=insert(_LOGS).on_conflict_do_nothing(),
+def _inserts(dialect: Dialect) -> _Inserts:
+    return _Inserts(
+        usage=BulkInsert(_USAGE, dialect, conflict=("request_id",), returning="request_id"),
+        attempts=BulkInsert(_ATTEMPTS, dialect),
+        logs=BulkInsert(_LOGS, dialect),
     )
 
 
-def _statements_for(session: AsyncSession) -> _Statements:
-    return _statements(session.get_bind().dialect.name)
+def _usage_row(record: UsageRecord, insert: BulkInsert) -> list[Any]:
+    row = _USAGE_SHAPE.row(record)
+    # The rollup key uses the model name too (same column size): fold the clipped value.
+    record.model_requested = row[_MODEL_REQUESTED]
+    return insert.bind(row)
 
 
-# Rows per INSERT: each execution runs SQLAlchemy's parameter processing on the event loop in one
-# go, so smaller chunks bound how long the loop is held (the driver's part is awaited in between).
-INSERT_CHUNK = 200
 # Batches at least this large are prepared (rows, rollup and spend folds) in a worker thread, so the
 # loop keeps serving requests meanwhile; smaller ones are not worth the thread hop.
 THREAD_MIN_BUNDLES = 64
@@ -282,29 +235,32 @@ THREAD_MIN_BUNDLES = 64
 class _Prepared:
     """Everything a batch writes besides the record rows, computed off the event loop."""
 
-    attempts: list[dict[str, Any]]
-    logs: list[dict[str, Any]]
+    attempts: list[list[Any]]
+    logs: list[list[Any]]
     rollups: dict[RollupKey, RollupDelta]
     spend: dict[SpendKey, SpendDelta]
 
 
-def _prepare_rows(bundles: Sequence[RecordBundle]) -> list[dict[str, Any]]:
-    return [_usage_row(b.usage) for b in bundles]
+def _prepare_rows(bundles: Sequence[RecordBundle], inserts: _Inserts) -> list[list[Any]]:
+    return [_usage_row(b.usage, inserts.usage) for b in bundles]
 
 
-def _prepare_rest(bundles: Sequence[RecordBundle], tz: tzinfo) -> _Prepared:
+def _prepare_rest(bundles: Sequence[RecordBundle], inserts: _Inserts, tz: tzinfo) -> _Prepared:
     usage = [b.usage for b in bundles]
+    attempts, logs = inserts.attempts, inserts.logs
     return _Prepared(
-        attempts=[_attempt_row(a) for b in bundles for a in b.attempts],
-        logs=[_log_row(b.log) for b in bundles if b.log is not None],
+        attempts=[attempts.bind(_ATTEMPT_SHAPE.row(a)) for b in bundles for a in b.attempts],
+        logs=[logs.bind(_LOG_SHAPE.row(b.log)) for b in bundles if b.log is not None],
         rollups=fold_rollups(usage),
         spend=fold_spend(usage, tz),
     )
 
 
-def _prepare_all(bundles: Sequence[RecordBundle], tz: tzinfo) -> tuple[list[dict[str, Any]], _Prepared]:
-    rows = _prepare_rows(bundles)  # first: it clips the model names the rollups fold
-    return rows, _prepare_rest(bundles, tz)
+def _prepare_all(
+    bundles: Sequence[RecordBundle], inserts: _Inserts, tz: tzinfo
+) -> tuple[list[list[Any]], _Prepared]:
+    rows = _prepare_rows(bundles, inserts)  # first: it clips the model names the rollups fold
+    return rows, _prepare_rest(bundles, inserts, tz)
 
 
 async def _off_loop(bundles: Sequence[RecordBundle], fn: Callable[[], _T]) -> _T:
@@ -321,20 +277,6 @@ def rekey(bundle: RecordBundle) -> None:
         attempt.request_id = new_id
     if bundle.log is not None:
         bundle.log.request_id = new_id
-
-
-async def _insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
-    stmt = _statements_for(session).usage
-    inserted: set[str] = set()
-    for start in range(0, len(rows), INSERT_CHUNK):
-        result = await session.execute(stmt, rows[start : start + INSERT_CHUNK])
-        inserted.update(result.scalars().all())
-    return inserted
-
-
-async def _insert_chunked(session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]) -> None:
-    for start in range(0, len(rows), INSERT_CHUNK):
-        await session.execute(stmt, rows[start : start + INSERT_CHUNK])
 
 
 async def write_batch(
@@ -364,8 +306,9 @@ async def write_batch(
     if not unique:
         return 0
     candidates = list(unique.values())
-    rows, prepared = await _off_loop(candidates, lambda: _prepare_all(candidates, tz))
-    inserted = await _insert_records(session, rows)
+    inserts = _inserts(session.get_bind().dialect)
+    rows, prepared = await _off_loop(candidates, lambda: _prepare_all(candidates, inserts, tz))
+    inserted = set(await inserts.usage.execute(session, rows))
     new = [b for b in candidates if b.request_id in inserted]
     if fresh:
         reused += [b for b in candidates if b.request_id not in inserted]
@@ -375,18 +318,17 @@ async def write_batch(
             )
             for bundle in reused:
                 rekey(bundle)
-            again = await _insert_records(session, _prepare_rows(reused))
+            again = set(await inserts.usage.execute(session, _prepare_rows(reused, inserts)))
             new += [b for b in reused if b.request_id in again]
     if not new:
         return 0
     if reused or len(new) != len(candidates):
         # Some records were already stored, or were given new ids (their attempts and logs too).
-        prepared = await _off_loop(new, lambda: _prepare_rest(new, tz))
-    statements = _statements_for(session)
+        prepared = await _off_loop(new, lambda: _prepare_rest(new, inserts, tz))
     if prepared.attempts:
-        await _insert_chunked(session, statements.attempts, prepared.attempts)
+        await inserts.attempts.execute(session, prepared.attempts)
     if prepared.logs:
-        await _insert_chunked(session, statements.logs, prepared.logs)
+        await inserts.logs.execute(session, prepared.logs)
     await upsert_rollups(session, prepared.rollups)
     await upsert_spend(session, prepared.spend)
     return len(new)
