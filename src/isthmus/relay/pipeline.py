@@ -43,7 +43,18 @@ from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, Ups
 from isthmus.providers.errors import http_error, redact_secret
 from isthmus.relay import wire
 from isthmus.relay.adapt import Adapter, StreamAdapter, renamer
-from isthmus.relay.asgi import ClientGone, RawHeaders, Receive, Scope, Send, header_map, read_body, send_bytes
+from isthmus.relay.asgi import (
+    WATCH_DISCONNECT_AFTER_S,
+    ClientGone,
+    DisconnectWatch,
+    RawHeaders,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    send_bytes,
+)
 from isthmus.relay.billing import Billing, LogCapture
 from isthmus.relay.context import Attempt, Outcome, Principal, RequestContext, new_request_id
 from isthmus.relay.doors import Door, list_models_shape
@@ -122,7 +133,7 @@ class Relay:
             request_id=self._request_id(headers), protocol_in=door.protocol, operation=door.operation
         )
         query = scope.get("query_string", b"").decode("latin-1")
-        watcher: asyncio.Task[None] | None = None
+        watcher: DisconnectWatch | None = None
         state = self._holder.current
         try:
             ctx.principal = self._authenticate(headers, query, ctx)
@@ -157,7 +168,7 @@ class Relay:
         finally:
             ctx.finished = True
             if watcher is not None:
-                watcher.cancel()
+                watcher.stop()
             await self._billing.finish(ctx, state)
 
     async def list_models(self, scope: Scope, send: Send, path: str, hint: Protocol | None) -> None:
@@ -202,19 +213,15 @@ class Relay:
             raise AuthenticationError("this API key has expired")
         return principal
 
-    def _watch_disconnect(self, receive: Receive, ctx: RequestContext) -> asyncio.Task[None]:
+    def _watch_disconnect(self, receive: Receive, ctx: RequestContext) -> DisconnectWatch:
         task = asyncio.current_task()
 
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    if not ctx.finished and task is not None:
-                        ctx.client_gone = True
-                        task.cancel()
-                    return
+        def gone() -> None:
+            if not ctx.finished and task is not None:
+                ctx.client_gone = True
+                task.cancel()
 
-        return asyncio.get_running_loop().create_task(watch())
+        return DisconnectWatch(receive, gone, WATCH_DISCONNECT_AFTER_S)
 
     async def _generate(
         self, ctx: RequestContext, door: Door, raw: bytes, headers: Mapping[str, str], query: str, send: Send
