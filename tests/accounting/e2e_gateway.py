@@ -46,6 +46,14 @@ def start_gateway(config_text: str, data_dir: Path) -> ServerThread:
     return ServerThread(create_app(settings, parse_config(config_text))).start()
 
 
+def mock_providers(upstream: str) -> str:
+    """The config's ``providers:`` block: one OpenAI, Anthropic and Gemini provider on the mock."""
+    return f"""providers:
+  - {{name: oai, type: openai, base_url: {upstream}/v1, keys: [{{name: main, secret: oai-secret-0001}}]}}
+  - {{name: ant, type: anthropic, base_url: {upstream}, keys: [{{name: main, secret: ant-secret-0001}}]}}
+  - {{name: gem, type: gemini, base_url: {upstream}, keys: [{{name: main, secret: gem-secret-0001}}]}}"""
+
+
 @contextmanager
 def mock_gateway(config: Callable[[str], str], data_dir: Path) -> Iterator[ServerThread]:
     """A gateway in front of the mock provider served over HTTP; ``config`` gets the mock's URL."""

@@ -14,7 +14,15 @@ from typing import Any, NoReturn
 
 import pytest
 
-from accounting.e2e_gateway import PROTOCOLS, UsageApi, call, mock_gateway, request_id, sse_events
+from accounting.e2e_gateway import (
+    PROTOCOLS,
+    UsageApi,
+    call,
+    mock_gateway,
+    mock_providers,
+    request_id,
+    sse_events,
+)
 from isthmus.relay import pipeline, wire
 from servers import ServerThread
 
@@ -25,10 +33,7 @@ TEXT = "abcd" * 10
 
 def _config(upstream: str) -> str:
     return f"""
-providers:
-  - {{name: oai, type: openai, base_url: {upstream}/v1, keys: [{{name: main, secret: oai-secret-0001}}]}}
-  - {{name: ant, type: anthropic, base_url: {upstream}, keys: [{{name: main, secret: ant-secret-0001}}]}}
-  - {{name: gem, type: gemini, base_url: {upstream}, keys: [{{name: main, secret: gem-secret-0001}}]}}
+{mock_providers(upstream)}
 models:
   - {{name: gpt-m, routes: [{{provider: oai, model: mock-gpt}}]}}
   - {{name: claude-m, routes: [{{provider: ant, model: mock-claude}}]}}
@@ -74,6 +79,7 @@ def test_a_bug_before_the_answer_is_a_500_in_the_callers_protocol(
         assert body["error"]["type"] == "server_error", body
     assert rid in body["error"]["message"] and "sk-secret-details" not in resp.text
     _check_record(usage.record(rid), protocol, 500)
+    assert rid in {r["request_id"] for r in usage.records(status="internal_error")}  # a filter value
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -18,6 +18,7 @@ from accounting.e2e_gateway import (
     UsageApi,
     call,
     mock_gateway,
+    mock_providers,
     money,
     request_id,
 )
@@ -36,10 +37,7 @@ def _config(upstream: str) -> str:
         f"  - {{name: rpm-{p}, secret: {_secret('rpm-' + p)}, limits: {{rpm: 2}}}}" for p in PROTOCOLS
     )
     return f"""
-providers:
-  - {{name: oai, type: openai, base_url: {upstream}/v1, keys: [{{name: main, secret: oai-secret-0001}}]}}
-  - {{name: ant, type: anthropic, base_url: {upstream}, keys: [{{name: main, secret: ant-secret-0001}}]}}
-  - {{name: gem, type: gemini, base_url: {upstream}, keys: [{{name: main, secret: gem-secret-0001}}]}}
+{mock_providers(upstream)}
 models:
   - {{name: gpt-m, routes: [{{provider: oai, model: mock-gpt}}], price: {PRICE}}}
   - {{name: claude-m, routes: [{{provider: ant, model: mock-claude}}], price: {PRICE}}}

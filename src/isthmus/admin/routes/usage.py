@@ -7,12 +7,12 @@ their own keys' usage.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from isthmus.accounting.records import as_utc
+from isthmus.accounting.records import UsageStatus, as_utc
 from isthmus.accounting.reporting import Bucket, ExportFormat, GroupBy, UsageFilters
 from isthmus.admin.deps import CurrentPrincipal, Services
 from isthmus.admin.schemas.common import MAX_LIMIT
@@ -27,16 +27,6 @@ from isthmus.admin.services import usage
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 
-UsageStatusFilter = Literal[
-    "ok",
-    "incomplete",
-    "client_error",
-    "upstream_error",
-    "cut",
-    "disconnected",
-    "refused",
-    "internal_error",
-]
 
 From = Annotated[
     datetime | None, Query(alias="from", description="start, inclusive (default: 24 h before `to`)")
@@ -58,10 +48,15 @@ def _filters(
     user_id: int | None,
     team_id: int | None,
     provider_id: int | None,
-    status: str | None = None,
+    status: UsageStatus | None = None,
 ) -> UsageFilters:
     return UsageFilters(
-        model=model, key_id=key_id, user_id=user_id, team_id=team_id, provider_id=provider_id, status=status
+        model=model,
+        key_id=key_id,
+        user_id=user_id,
+        team_id=team_id,
+        provider_id=provider_id,
+        status=status.value if status is not None else None,
     )
 
 
@@ -135,7 +130,7 @@ async def list_records(
     user_id: int | None = None,
     team_id: int | None = None,
     provider_id: int | None = None,
-    status: UsageStatusFilter | None = None,
+    status: UsageStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: str | None = None,
 ) -> RecordPageOut:
@@ -175,7 +170,7 @@ async def export(
     user_id: int | None = None,
     team_id: int | None = None,
     provider_id: int | None = None,
-    status: UsageStatusFilter | None = None,
+    status: UsageStatus | None = None,
 ) -> StreamingResponse:
     """Every matching record, oldest first, streamed (never loaded whole). ``csv``: a header row then
     one row per record. ``json``: NDJSON, one JSON object per record per line. Money is a decimal
