@@ -210,7 +210,7 @@ class _Inserts:
     logs: BulkInsert
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4)  # one or two engines per process; tests make many
 def _inserts(dialect: Dialect) -> _Inserts:
     return _Inserts(
         usage=BulkInsert(_USAGE, dialect, conflict=("request_id",), returning="request_id"),

@@ -88,7 +88,8 @@ class BulkInsert:
             values[i] = process(values[i])
         return values
 
-    @functools.lru_cache(maxsize=8)  # noqa: B019 - a handful of row counts per instance, kept for its life
+    # Shared by every instance: full chunks and each batch's remainder, for the three usage tables.
+    @functools.lru_cache(maxsize=32)  # noqa: B019
     def sql(self, rows: int) -> str:
         width = self._width
         if self._numbered:
