@@ -62,7 +62,6 @@ class BulkInsert:
         returning: str | None = None,
     ) -> None:
         quote = dialect.identifier_preparer.quote
-        self._dialect = dialect
         self._width = len(table.columns)
         self._numbered = dialect.paramstyle in ("numeric", "numeric_dollar")
         self._marker = "$" if dialect.paramstyle == "numeric_dollar" else ":"
