@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
+import httpx
 import pytest
 
 from accounting.e2e_gateway import (
@@ -101,3 +102,21 @@ def test_the_gateway_keeps_serving_after_a_bug(gateway: ServerThread, usage: Usa
     rid = request_id("after-bug")
     assert call(gateway.url, "openai-chat", "gpt-m", TEXT, KEY, rid=rid).status_code == 200
     assert usage.record(rid)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [("/v1/models", {"authorization": f"Bearer {KEY}"}), ("/v1beta/models", {"x-goog-api-key": KEY})],
+)
+def test_a_bug_while_listing_models_is_a_500_in_the_callers_protocol(
+    path: str, headers: dict[str, str], gateway: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wire, "encode_model_list", _bug)
+    resp = httpx.get(gateway.url + path, headers=headers, timeout=10)
+    assert resp.status_code == 500 and resp.headers["content-type"].startswith("application/json")
+    error = resp.json()["error"]
+    assert resp.headers["x-request-id"] in error["message"] and "sk-secret-details" not in resp.text
+    if path.startswith("/v1beta"):
+        assert error["status"] == "INTERNAL"
+    else:
+        assert error["type"] == "server_error"

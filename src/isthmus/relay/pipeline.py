@@ -184,6 +184,9 @@ class Relay:
             await send_bytes(send, 200, body, self._base_headers(ctx))
         except IsthmusError as err:
             await self._send_error(ctx, send, err)
+        except Exception:
+            log.exception("listing models failed inside the gateway (request %s)", ctx.request_id)
+            await self._send_internal_error(ctx, send)
 
     # --- steps -----------------------------------------------------------------------------
 
