@@ -40,6 +40,7 @@ from services import (
     create_database,
     drop_database,
     run_async_in_thread,
+    started,
     wait_for_postgres,
     wait_for_redis,
 )
@@ -55,19 +56,8 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"{POSTGRES_URL_ENV} is set but unusable: {exc}", pytrace=False)
         yield env_url
         return
-    server: ThrowawayPostgres | None = None
-    try:
-        server = ThrowawayPostgres()
-        url = server.start()
-        wait_for_postgres(url)
-    except ServiceError as exc:
-        if server is not None:
-            server.stop()
-        pytest.fail(f"cannot start a throwaway PostgreSQL for the tests: {exc}", pytrace=False)
-    try:
-        yield url
-    finally:
-        server.stop()
+    with started(ThrowawayPostgres, "a throwaway PostgreSQL for the tests", wait_for_postgres) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
@@ -80,18 +70,8 @@ def redis_url() -> Iterator[str]:
             pytest.fail(f"{REDIS_URL_ENV} is set but unusable: {exc}", pytrace=False)
         yield env_url
         return
-    server: ThrowawayRedis | None = None
-    try:
-        server = ThrowawayRedis()
-        url = server.start()
-    except ServiceError as exc:
-        if server is not None:
-            server.stop()
-        pytest.fail(f"cannot start a throwaway Redis for the tests: {exc}", pytrace=False)
-    try:
-        yield url
-    finally:
-        server.stop()
+    with started(ThrowawayRedis, "a throwaway Redis for the tests") as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -24,16 +24,49 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
+import pytest
 from sqlalchemy.engine import make_url
 
 POSTGRES_URL_ENV = "ISTHMUS_TEST_POSTGRES_URL"
 REDIS_URL_ENV = "ISTHMUS_TEST_REDIS_URL"
 
 _T = TypeVar("_T")
+
+
+class Server(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    def start(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=Server)
+
+
+@contextlib.contextmanager
+def started(make: Callable[[], _S], what: str, wait: Callable[[str], None] | None = None) -> Iterator[_S]:
+    """A throwaway server, started (and waited for), stopped afterwards; a server that cannot be
+    made or started fails the test, naming ``what``, rather than erroring with a traceback."""
+    server: _S | None = None
+    try:
+        server = make()
+        url = server.start()
+        if wait is not None:
+            wait(url)
+    except ServiceError as exc:
+        if server is not None:
+            server.stop()
+        pytest.fail(f"cannot start {what}: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class ServiceError(RuntimeError):

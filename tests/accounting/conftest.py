@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from accounting.e2e_gateway import UsageApi
 from isthmus.store.snapshot import ModelRow, PriceRow, PriceTierRow, RouteRow
 from servers import ServerThread
-from services import RestartablePostgres, ServiceError, wait_for_postgres
+from services import RestartablePostgres, started, wait_for_postgres
 
 
 @pytest.fixture
@@ -28,17 +28,8 @@ async def redis_client(clean_redis_url: str) -> AsyncIterator[Redis]:
 @pytest.fixture
 def restartable_postgres() -> Iterator[RestartablePostgres]:
     """A dedicated PostgreSQL (not the session's shared one), so stopping it disturbs no other test."""
-    server = RestartablePostgres()
-    try:
-        url = server.start()
-        wait_for_postgres(url)
-    except ServiceError as exc:
-        server.stop()
-        pytest.fail(f"cannot start a dedicated PostgreSQL: {exc}", pytrace=False)
-    try:
+    with started(RestartablePostgres, "a dedicated PostgreSQL", wait_for_postgres) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import NullPool
 
 from accounting.e2e_gateway import PROTOCOLS, auth_headers, generation, request_id, sse_events
-from accounting.usage_samples import TOKEN_COLUMNS
 from isthmus.accounting.records import ERROR_STATUSES
+from isthmus.accounting.rollups import TOKEN_COLUMNS
 from isthmus.providers.mock_server import BackgroundMockServer
 from isthmus.store.usage_tables import (
     LATENCY_BUCKET_COLUMNS,

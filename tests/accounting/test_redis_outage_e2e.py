@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from accounting.e2e_gateway import UsageApi, call, mock_gateway, request_id
-from services import ServiceError, ThrowawayRedis
+from services import ThrowawayRedis, started
 
 KEY = "sk-isthmus-redis-outage-0123456789"
 
@@ -38,16 +38,8 @@ keys:
 
 @pytest.fixture
 def redis_server() -> Iterator[ThrowawayRedis]:
-    server = ThrowawayRedis()
-    try:
-        server.start()
-    except ServiceError as exc:
-        server.stop()
-        pytest.fail(f"cannot start a dedicated Redis: {exc}", pytrace=False)
-    try:
+    with started(ThrowawayRedis, "a dedicated Redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from accounting.usage_samples import TOKEN_COLUMNS, counts, make_bundle, wait_until
+from accounting.usage_samples import counts, make_bundle, wait_until
 from isthmus.accounting.records import ERROR_STATUSES, RecordBundle
+from isthmus.accounting.rollups import TOKEN_COLUMNS
 from isthmus.accounting.writer import UsageWriter, write_batch
 from isthmus.store.db import create_engine, session_factory
 from isthmus.store.usage_tables import (

@@ -17,15 +17,6 @@ from isthmus.store.usage_tables import RequestLogRow, UsageAttemptRow, UsageReco
 
 BASE_TIME = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 MODELS = ("gpt-4o", "claude-sonnet", "gemini-pro")
-# The token columns a usage record and an hourly rollup both carry.
-TOKEN_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
 STATUSES = ("ok", "ok", "ok", "ok", "incomplete", "upstream_error", "cut", "disconnected", "refused")
 
 

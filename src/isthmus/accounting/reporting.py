@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from isthmus.accounting.records import as_utc
-from isthmus.accounting.rollups import bucket_sums, hour_of, percentile_ms
+from isthmus.accounting.rollups import TOKEN_COLUMNS, bucket_sums, hour_of, percentile_ms
 from isthmus.store.tables import GatewayKey, Provider, Team, User
 from isthmus.store.usage_tables import (
     LATENCY_BUCKET_COLUMNS,
@@ -47,12 +47,7 @@ _ZERO = Decimal(0)
 _SUM_COLUMNS = (
     "requests",
     "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
+    *TOKEN_COLUMNS,
     "list_cost",
     "actual_cost",
     "latency_ms_sum",

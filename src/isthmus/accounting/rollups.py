@@ -35,7 +35,8 @@ TOTAL_PERIOD_START = datetime(1970, 1, 1, tzinfo=UTC)
 SPEND_PERIODS = ("daily", "monthly", "total")
 _ZERO = Decimal(0)
 
-_TOKEN_FIELDS = (
+# The token columns a usage record and an hourly rollup both carry.
+TOKEN_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "cache_read_tokens",
@@ -125,7 +126,7 @@ class RollupDelta:
             "ttft_ms_sum": self.ttft_ms_sum,
             "ttft_count": self.ttft_count,
         }
-        for name in _TOKEN_FIELDS:
+        for name in TOKEN_COLUMNS:
             out[name] = getattr(self, name)
         for name, count in zip(LATENCY_BUCKET_COLUMNS, self.buckets, strict=True):
             out[name] = count
@@ -354,6 +355,7 @@ def percentile_ms(buckets: list[int], q: float) -> float | None:
 
 
 __all__ = [
+    "TOKEN_COLUMNS",
     "TOTAL_PERIOD_START",
     "RollupDelta",
     "RollupKey",

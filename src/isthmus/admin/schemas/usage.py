@@ -11,17 +11,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from isthmus.accounting.rollups import TOKEN_COLUMNS
 from isthmus.admin.schemas.common import Out
 
 METRICS: tuple[str, ...] = (
     "requests",
     "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
+    *TOKEN_COLUMNS,
     "total_tokens",
     "list_cost",
     "actual_cost",
