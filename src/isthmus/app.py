@@ -165,6 +165,7 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     from isthmus.admin import AdminServices, ensure_first_admin
     from isthmus.crypto import SecretBox, load_or_create_secret_key
     from isthmus.invalidation import SnapshotInvalidator
+    from isthmus.providers.h1 import H1Pool
     from isthmus.providers.http import new_client_session
     from isthmus.providers.registry import build_providers
     from isthmus.relay.billing import Billing
@@ -252,7 +253,9 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
 
     http = new_client_session()
     closers.append(http.close)
-    providers = build_providers(http)
+    upstream_pool = H1Pool()
+    closers.append(upstream_pool.aclose)
+    providers = build_providers(upstream_pool)
     writer = UsageWriter(sessions, settings.data_dir / "spool", spend_timezone=ZoneInfo(settings.timezone))
     writer.start()
     closers.append(lambda: writer.stop(settings.shutdown_grace))

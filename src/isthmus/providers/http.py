@@ -1,56 +1,21 @@
-"""The shared HTTP machinery: one pooled aiohttp session per process, timeouts, error translation."""
+"""What every HTTP provider shares: URLs, auth headers and timeouts over the process's upstream pool.
+
+``new_client_session`` is the aiohttp session of the calls off the request path (admin, catalog).
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 
-from isthmus.errors import UpstreamConnectError, UpstreamTimeoutError
 from isthmus.providers.base import Provider, UpstreamCall, UpstreamResponse, UpstreamTarget
-
-# Response headers that describe the upstream connection or an encoding aiohttp already undid.
-HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length", "server", "date"}
-)
-
-
-class AiohttpResponse(UpstreamResponse):
-    __slots__ = ("_resp",)
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self.status = resp.status
-        self.headers = {k.lower(): v for k, v in resp.headers.items()}
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        content = self._resp.content
-        try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    return
-                yield chunk
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError("upstream went idle mid-response", phase="idle") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"upstream connection broke: {exc}") from exc
-
-    async def read(self) -> bytes:
-        try:
-            return await self._resp.read()
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError("upstream timed out reading the response", phase="total") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"upstream connection broke: {exc}") from exc
-
-    async def aclose(self) -> None:
-        self._resp.close()
+from isthmus.providers.h1 import H1Pool, Timeouts
 
 
 def new_client_session() -> aiohttp.ClientSession:
-    """The process-wide pool: keep-alive to every upstream, no global connection cap."""
+    """Keep-alive to every upstream, no global connection cap; for calls off the request path."""
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
@@ -63,9 +28,9 @@ def new_client_session() -> aiohttp.ClientSession:
 class HTTPProvider(Provider):
     """A provider reached over HTTP; subclasses say how URLs and auth look for their kind."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
-        self._timeouts: dict[tuple[float, float, float, bool], aiohttp.ClientTimeout] = {}
+    def __init__(self, pool: H1Pool) -> None:
+        self._pool = pool
+        self._timeouts: dict[tuple[float, float, float, bool], Timeouts] = {}
 
     @abstractmethod
     def url(self, call: UpstreamCall) -> str: ...
@@ -73,18 +38,18 @@ class HTTPProvider(Provider):
     @abstractmethod
     def auth_headers(self, target: UpstreamTarget) -> Mapping[str, str]: ...
 
-    def _timeout(self, target: UpstreamTarget, stream: bool) -> aiohttp.ClientTimeout:
+    def _timeout(self, target: UpstreamTarget, stream: bool) -> Timeouts:
         cache_key = (target.connect_timeout, target.idle_timeout, target.total_timeout, stream)
-        timeout = self._timeouts.get(cache_key)
-        if timeout is None:
-            # A non-streamed answer arrives only once it is complete: no idle limit before headers.
-            timeout = aiohttp.ClientTimeout(
+        timeouts = self._timeouts.get(cache_key)
+        if timeouts is None:
+            # A non-streamed answer arrives only once it is complete: no idle limit for it.
+            timeouts = Timeouts(
+                connect=target.connect_timeout,
                 total=target.total_timeout,
-                sock_connect=target.connect_timeout,
-                sock_read=target.idle_timeout if stream else None,
+                idle=target.idle_timeout if stream else None,
             )
-            self._timeouts[cache_key] = timeout
-        return timeout
+            self._timeouts[cache_key] = timeouts
+        return timeouts
 
     def request_headers(self, call: UpstreamCall) -> dict[str, str]:
         headers = dict(call.headers)
@@ -92,27 +57,18 @@ class HTTPProvider(Provider):
         headers.update(self.auth_headers(call.target))
         if call.body is not None:
             headers["content-type"] = "application/json"
-        headers["accept-encoding"] = "gzip, deflate, br"
         return headers
 
     async def send(self, call: UpstreamCall) -> UpstreamResponse:
         target = call.target
-        try:
-            resp = await self._session.request(
-                call.method,
-                self.url(call),
-                data=call.body,
-                headers=self.request_headers(call),
-                timeout=self._timeout(target, call.stream),
-                allow_redirects=False,
-            )
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(
-                f"upstream {target.provider_name} timed out before answering", phase="connect"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"cannot reach upstream {target.provider_name}: {exc}") from exc
-        return AiohttpResponse(resp)
+        return await self._pool.request(
+            call.method,
+            self.url(call),
+            self.request_headers(call),
+            call.body,
+            self._timeout(target, call.stream),
+            target.provider_name,
+        )
 
 
 def join_url(base: str | None, path: str, query: str = "") -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from isthmus.providers.anthropic import AnthropicProvider
 from isthmus.providers.azure import AzureProvider
 from isthmus.providers.base import BytesResponse, Provider, UpstreamCall, UpstreamResponse
 from isthmus.providers.gemini import GeminiProvider
+from isthmus.providers.h1 import H1Pool
 from isthmus.providers.mock import mock_respond
 from isthmus.providers.openai import OpenAIProvider
 
@@ -29,11 +28,11 @@ class MockProvider(Provider):
         return BytesResponse(answer.status, answer.headers, answer.chunks)
 
 
-def build_providers(http: aiohttp.ClientSession) -> dict[str, Provider]:
+def build_providers(pool: H1Pool) -> dict[str, Provider]:
     return {
-        "openai": OpenAIProvider(http),
-        "azure": AzureProvider(http),
-        "anthropic": AnthropicProvider(http),
-        "gemini": GeminiProvider(http),
+        "openai": OpenAIProvider(pool),
+        "azure": AzureProvider(pool),
+        "anthropic": AnthropicProvider(pool),
+        "gemini": GeminiProvider(pool),
         "mock": MockProvider(),
     }
