@@ -45,10 +45,12 @@ def _install_sqlite_hooks(engine: AsyncEngine, begin: str) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
+            # The busy timeout first: switching to WAL takes a lock another process starting up at
+            # the same moment may hold, and without a timeout that fails at once ("database is locked").
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             # WAL lets the console read while the usage writer writes; NORMAL is durable in WAL mode
             # except for the last commits on power loss.
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
