@@ -223,6 +223,47 @@ async def test_writer_batches_by_size_and_time(
     await assert_totals_match(sessions, [*bundles, late])
 
 
+async def test_a_congested_backlog_holds_new_requests_until_it_is_down(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    writer = UsageWriter(sessions, tmp_path / "spool", batch_size=20, flush_interval=0.02, backlog_high=60)
+    writer.start()
+    try:
+        writer.submit(make_bundle(0))
+        await asyncio.wait_for(writer.flush(), 10)  # the task has finished a batch: it is making progress
+        assert not writer.congested
+        await asyncio.wait_for(writer.room(), 0.1)  # not congested: no wait
+        assert writer.stats.throttled == 0
+        bundles = [make_bundle(i) for i in range(1, 301)]
+        for b in bundles:
+            writer.submit(b)
+        assert writer.congested
+        await asyncio.wait_for(writer.room(), 10)
+        assert writer.stats.throttled == 1
+        assert writer.queued <= writer.batch_size  # released only once the backlog was back down
+    finally:
+        await writer.stop(10)
+    assert writer.stats.written == 301
+
+
+async def test_a_writer_making_no_progress_holds_nobody(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A task that finishes no batch (here: not started; in life, a database that hangs) must not turn
+    into a gateway outage: the queue and the spool absorb the backlog instead."""
+    writer = UsageWriter(sessions, tmp_path / "spool", batch_size=20, backlog_high=60, room_wait=5)
+    for i in range(100):
+        writer.submit(make_bundle(i))
+    assert writer.congested
+    started = asyncio.get_running_loop().time()
+    await writer.room()
+    assert asyncio.get_running_loop().time() - started < 1
+    assert writer.stats.throttled == 0
+    writer.start()
+    await writer.stop(10)
+    assert writer.stats.written == 100
+
+
 async def test_stop_drains_the_queue(sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
     writer = UsageWriter(sessions, tmp_path / "spool", batch_size=50, flush_interval=5.0)
     writer.start()

@@ -1,10 +1,11 @@
 """The usage writer: one background task per process that stores record bundles in batches.
 
-The request path only calls :meth:`UsageWriter.submit`, which never waits: it puts the bundle on a
+A finished request calls :meth:`UsageWriter.submit`, which never waits: it puts the bundle on a
 bounded queue, or, when the queue is full, appends it to the spool file (counted; a bundle is dropped
-only if even that write fails). The task takes batches (``batch_size`` bundles, or whatever arrived
-within ``flush_interval``) and writes each in one transaction: the usage records, their attempts and
-request logs, and the hourly rollup and spend increments folded over the batch.
+only if even that write fails). The task takes batches (``batch_size`` bundles, four times that when
+it is behind, or whatever arrived within ``flush_interval``) and writes each in one transaction: the
+usage records, their attempts and request logs, and the hourly rollup and spend increments folded
+over the batch.
 
 If the database fails, the batch goes to a local spool (JSON lines files in ``spool_dir``) and later
 batches follow it there until a retry succeeds (backing off up to ``retry_max`` seconds); the spool is
@@ -12,6 +13,13 @@ then replayed oldest first, before new batches. Replays are idempotent, so a bat
 lost in the failure (written, but not known to be) is never counted twice: records are inserted with
 ``ON CONFLICT (request_id) DO NOTHING ... RETURNING request_id`` and only the rows actually inserted
 get attempts, logs, rollup and spend increments.
+
+When more than ``backlog_high`` bundles wait (the process is saturated and the task, sharing its CPU
+with the request path, falls behind), new requests wait in :meth:`UsageWriter.room` until the task has
+brought the queue back to ``batch_size``: under sustained overload the gateway slows to the rate it
+can account for instead of holding an ever longer queue in memory. A task that has not finished a
+batch for ``room_wait`` seconds (a database that hangs) holds nobody up: the queue and the spool are
+there for that.
 
 On :meth:`UsageWriter.stop` the queue is drained (to the database, or to the spool when it is down or
 the timeout is reached), so a graceful shutdown loses nothing.
@@ -87,6 +95,7 @@ class WriterStats:
     dropped: int = 0  # bundles lost: queue full and the spool unwritable
     rejected: int = 0  # bundles the database refused as invalid, kept in rejected.jsonl
     flush_failures: int = 0
+    throttled: int = 0  # requests that waited for the backlog to come down
     database_up: bool = True
 
     def as_dict(self) -> dict[str, Any]:
@@ -346,6 +355,8 @@ class UsageWriter:
         flush_interval: float = 1.0,
         queue_max: int = 50_000,
         *,
+        backlog_high: int = 2_000,
+        room_wait: float = 1.0,
         spend_timezone: tzinfo = UTC,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
@@ -367,6 +378,10 @@ class UsageWriter:
         self._closed = False
         self._retry_at = 0.0
         self._backoff = retry_min
+        self.backlog_high = backlog_high
+        self.room_wait = room_wait
+        self._room: asyncio.Event | None = None  # set when a congested backlog is back down
+        self._progress_at = 0.0  # when the task last finished a batch
         self.stats = WriterStats()
 
     @property
@@ -378,6 +393,22 @@ class UsageWriter:
         return self._queue.qsize()
 
     # --- request path -----------------------------------------------------------------------
+
+    @property
+    def congested(self) -> bool:
+        return self._queue.qsize() > self.backlog_high
+
+    async def room(self) -> None:
+        """Wait, at most ``room_wait``, until a congested backlog is back down to ``batch_size``.
+        Returns at once when it is not congested, or when the task is not making progress."""
+        if not self.congested or self._closed or time.monotonic() - self._progress_at > self.room_wait:
+            return
+        room = self._room
+        if room is None:
+            room = self._room = asyncio.Event()
+        self.stats.throttled += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(room.wait(), self.room_wait)
 
     def submit(self, bundle: RecordBundle) -> bool:
         """Hand over a finished request's records; never waits. False only if the bundle was lost."""
@@ -428,6 +459,9 @@ class UsageWriter:
             except Exception:
                 log.exception("the usage writer failed while stopping")
         self._closed = True
+        if self._room is not None:  # nobody waits on a writer that is gone
+            self._room.set()
+            self._room = None
         leftovers = [*self._inflight, *self._drain_queue()]
         self._inflight = []
         if leftovers:
@@ -471,11 +505,17 @@ class UsageWriter:
             self._inflight = []
             for _ in range(self._taken):
                 self._queue.task_done()
+            self._progress_at = time.monotonic()
+            room = self._room
+            if room is not None and self._queue.qsize() <= self.batch_size:
+                self._room = None
+                room.set()
             if self._stopping and self._queue.empty():
                 return
 
     async def _next_batch(self) -> list[RecordBundle]:
-        """Up to ``batch_size`` bundles: as many as arrive within ``flush_interval`` of the first."""
+        """Up to ``batch_size`` bundles (4× when that many already wait): as many as arrive within
+        ``flush_interval`` of the first."""
         batch: list[RecordBundle] = []
         try:
             first = await asyncio.wait_for(self._queue.get(), self.flush_interval)
@@ -485,7 +525,9 @@ class UsageWriter:
         if first is not None:
             batch.append(first)
         deadline = time.monotonic() + (0 if self._stopping else self.flush_interval)
-        while len(batch) < self.batch_size:
+        # Behind: bigger batches, so the per-transaction round trips are paid over more records.
+        limit = self.batch_size if self._queue.qsize() < self.batch_size else 4 * self.batch_size
+        while len(batch) < limit:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:

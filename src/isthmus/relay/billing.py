@@ -76,6 +76,9 @@ class Billing:
         self.metrics = metrics
 
     async def admit(self, ctx: RequestContext, protocol: Protocol, body: Mapping[str, Any]) -> None:
+        writer = self.writer
+        if writer is not None and writer.congested:
+            await writer.room()  # the usage writer is behind: take no more work until it catches up
         principal = ctx.principal
         if principal is None or principal.subject is None or ctx.operation is not Operation.GENERATE:
             return
