@@ -221,6 +221,16 @@ async def test_an_encoding_not_asked_for_is_an_upstream_error(pool: H1Pool) -> N
 # --- broken peers ----------------------------------------------------------------------------------
 
 
+async def test_a_name_with_several_addresses_connects_to_the_one_listening(pool: H1Pool) -> None:
+    """``localhost`` may resolve to ::1 before 127.0.0.1; the server listens on IPv4 only."""
+    seen: list[Request] = []
+    async with raw_server(serving(seen, lambda r: answer(b"found"))) as srv:
+        url = srv.url.replace("127.0.0.1", "localhost")
+        resp = await pool.request("POST", url, {}, b"{}", TIMEOUTS, "up")
+        assert await resp.read() == b"found"
+    assert seen[0].header("host") == url.removeprefix("http://")
+
+
 async def test_refused_connection_is_a_connect_error(pool: H1Pool) -> None:
     async with raw_server(serving([], lambda r: b"")) as srv:
         url = srv.url

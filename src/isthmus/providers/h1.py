@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 import zlib
 from collections import deque
@@ -26,6 +27,7 @@ from functools import lru_cache
 from typing import Protocol, cast
 from urllib.parse import quote
 
+import aiohappyeyeballs
 import httptools
 
 from isthmus.errors import UpstreamConnectError, UpstreamTimeoutError
@@ -37,6 +39,7 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 PAUSE_ABOVE = 256 * 1024
 RESUME_BELOW = 64 * 1024
 MAX_IDLE_PER_ORIGIN = 256
+HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried alongside
 # Headers this client writes itself; a caller's copy would contradict the framing.
 OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "accept-encoding"})
 # Asked for like the providers' own SDKs do; answers are decoded here, before anything reads them.
@@ -500,20 +503,30 @@ class H1Pool:
         loop = asyncio.get_running_loop()
         tls, host, port = origin
         context = self._tls_context() if tls else None
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(seconds):
+                addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                # Both address families raced (RFC 8305), as aiohttp did: an unreachable IPv6 route,
+                # common in containers, must not cost the whole connect timeout.
+                sock = await aiohappyeyeballs.start_connection(
+                    addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
+                )
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self, origin, loop),
-                    host,
-                    port,
+                    sock=sock,
                     ssl=context,
                     server_hostname=host if tls else None,
                 )
         except TimeoutError as exc:
+            if sock is not None:
+                sock.close()
             raise UpstreamTimeoutError(
                 f"could not connect to upstream {label} within {seconds:g}s", phase="connect"
             ) from exc
         except (OSError, ssl.SSLError) as exc:
+            if sock is not None:
+                sock.close()
             raise UpstreamConnectError(f"cannot reach upstream {label}: {exc}") from exc
         self._open.add(conn)
         return conn
