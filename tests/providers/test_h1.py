@@ -218,6 +218,21 @@ async def test_an_encoding_not_asked_for_is_an_upstream_error(pool: H1Pool) -> N
             await pool.request("POST", srv.url, {}, b"{}", TIMEOUTS, "up")
 
 
+async def test_a_truncated_compressed_body_is_an_upstream_error(pool: H1Pool) -> None:
+    packed = gzip.compress(b'{"text": "' + b"squeeze " * 500 + b'"}')
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        # No length: the body ends with the connection, here half-way through the gzip stream.
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\n\r\n" + packed[: len(packed) // 2])
+        await writer.drain()
+
+    async with raw_server(handler) as srv:
+        resp = await pool.request("POST", srv.url, {}, b"{}", TIMEOUTS, "up")
+        with pytest.raises(UpstreamConnectError, match="broken compressed body"):
+            await resp.read()
+
+
 # --- broken peers ----------------------------------------------------------------------------------
 
 
@@ -302,6 +317,22 @@ async def test_a_dropped_kept_alive_connection_is_not_retried_for_a_post(pool: H
         with pytest.raises(UpstreamConnectError, match="kept-alive connection"):
             await pool.request("POST", srv.url, {}, b"{}", TIMEOUTS, "up")
     assert len(seen) == 2
+
+
+async def test_bytes_after_the_answer_retire_the_connection(pool: H1Pool) -> None:
+    """A server that sends more than the answer it was asked for: the extra must not be read as the
+    start of the next request's answer."""
+    seen: list[Request] = []
+    async with raw_server(serving(seen, lambda r: answer(b"ok") + b"HTTP/1.1 2")) as srv:
+        for _ in range(2):
+            resp = await pool.request("POST", srv.url, {}, b"{}", TIMEOUTS, "up")
+            assert await resp.read() == b"ok"
+    assert srv.connections == 2
+
+
+async def test_head_is_refused(pool: H1Pool) -> None:
+    with pytest.raises(UpstreamConnectError, match="HEAD"):
+        await pool.request("HEAD", "http://127.0.0.1:9/", {}, None, TIMEOUTS, "up")
 
 
 async def test_header_with_a_line_break_is_refused_before_sending(pool: H1Pool) -> None:

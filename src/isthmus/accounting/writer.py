@@ -15,11 +15,11 @@ lost in the failure (written, but not known to be) is never counted twice: recor
 get attempts, logs, rollup and spend increments.
 
 When more than ``backlog_high`` bundles wait (the process is saturated and the task, sharing its CPU
-with the request path, falls behind), new requests wait in :meth:`UsageWriter.room` until the task has
-brought the queue back to ``batch_size``: under sustained overload the gateway slows to the rate it
-can account for instead of holding an ever longer queue in memory. A task that has not finished a
-batch for ``room_wait`` seconds (a database that hangs) holds nobody up: the queue and the spool are
-there for that.
+with the request path, falls behind), new requests wait in :meth:`UsageWriter.room`, at most
+``room_wait``, until the task has brought the queue back to ``batch_size``: under sustained overload
+the gateway slows to the rate it can account for instead of holding an ever longer queue in memory.
+A task that has not finished a batch for ``stalled_after`` seconds (a database that hangs) holds
+nobody up: the queue and the spool are there for that.
 
 On :meth:`UsageWriter.stop` the queue is drained (to the database, or to the spool when it is down or
 the timeout is reached), so a graceful shutdown loses nothing.
@@ -357,6 +357,7 @@ class UsageWriter:
         *,
         backlog_high: int = 2_000,
         room_wait: float = 1.0,
+        stalled_after: float = 5.0,
         spend_timezone: tzinfo = UTC,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
@@ -380,6 +381,7 @@ class UsageWriter:
         self._backoff = retry_min
         self.backlog_high = backlog_high
         self.room_wait = room_wait
+        self.stalled_after = stalled_after
         self._room: asyncio.Event | None = None  # set when a congested backlog is back down
         self._progress_at = 0.0  # when the task last finished a batch
         self.stats = WriterStats()
@@ -400,8 +402,10 @@ class UsageWriter:
 
     async def room(self) -> None:
         """Wait, at most ``room_wait``, until a congested backlog is back down to ``batch_size``.
-        Returns at once when it is not congested, or when the task is not making progress."""
-        if not self.congested or self._closed or time.monotonic() - self._progress_at > self.room_wait:
+        Returns at once when it is not congested, or when the task has finished no batch for
+        ``stalled_after`` seconds (a big batch on a saturated core takes a while; a hung database
+        longer)."""
+        if not self.congested or self._closed or time.monotonic() - self._progress_at > self.stalled_after:
             return
         room = self._room
         if room is None:

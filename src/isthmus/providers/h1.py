@@ -34,11 +34,13 @@ from isthmus.errors import UpstreamConnectError, UpstreamTimeoutError
 from isthmus.providers.base import UpstreamResponse
 
 # A POST the upstream may have started on is not sent twice; these are safe to repeat.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE", "OPTIONS"})
 # Unread body bytes held for a slow reader before the socket stops being read, and when it resumes.
 PAUSE_ABOVE = 256 * 1024
 RESUME_BELOW = 64 * 1024
 MAX_IDLE_PER_ORIGIN = 256
+# uvloop rounds timers to the millisecond: one may fire a little before the time it was set for.
+TIMER_SLACK = 0.002
 HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried alongside
 # Headers this client writes itself; a caller's copy would contradict the framing.
 OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "accept-encoding"})
@@ -90,7 +92,7 @@ def split_url(url: str) -> tuple[Origin, str, str]:
         if 0 <= at < cut:
             cut = at
     origin, host_header = _origin(scheme.lower(), rest[:cut])
-    target = rest[cut:] or "/"
+    target = rest[cut:].partition("#")[0] or "/"
     if target[0] == "?":
         target = "/" + target
     if not _PLAIN_TARGET.fullmatch(target):
@@ -115,6 +117,8 @@ def request_head(
 
 
 class _Decoder(Protocol):
+    @property
+    def eof(self) -> bool: ...
     def decompress(self, data: bytes, /) -> bytes: ...
     def flush(self) -> bytes: ...
 
@@ -131,6 +135,10 @@ class _Brotli:
 
     def flush(self) -> bytes:
         return b""
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._decompressor.is_finished())
 
 
 def _decoder(encoding: str) -> _Decoder:
@@ -182,8 +190,15 @@ class H1Response(UpstreamResponse):
         self._wake()
 
     def _finish(self) -> None:
-        if self._decode is not None:
-            tail = self._decode.flush()
+        decode = self._decode
+        if decode is not None:
+            try:
+                tail = decode.flush()
+                if not decode.eof:
+                    raise ValueError("it ends before the compressed stream does")
+            except Exception as exc:  # zlib.error, brotli.error, truncation: the body is unusable
+                self._fail(UpstreamConnectError(f"upstream sent a broken compressed body: {exc}"))
+                return
             if tail:
                 self._chunks.append(tail)
         self._done = True
@@ -291,9 +306,16 @@ class _Connection(asyncio.Protocol):
         try:
             await waiter
         except BaseException:
-            self.close()  # cancelled or failed before the answer: nothing else may use this socket
+            # Cancelled or failed before the caller got the answer. If the whole answer had already
+            # arrived, the connection is back in the pool, maybe carrying someone else's exchange.
+            if self._response is response:
+                self.close()
             raise
         return response
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
 
     def pause(self) -> None:
         if not self._paused and self._transport is not None:
@@ -326,7 +348,7 @@ class _Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        now = self._loop.time()
+        now = self._loop.time() + TIMER_SLACK
         waiting_head = self._head is not None and not self._head.done()
         if now >= self._deadline:
             what = "did not answer" if waiting_head else "did not finish its answer"
@@ -368,7 +390,7 @@ class _Connection(asyncio.Protocol):
             self._last_read = self._loop.time()
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             cause = exc.__context__ or exc  # a callback's own error (an unknown encoding, bad gzip) says more
             self._fail(UpstreamConnectError(f"upstream {self._label} sent a malformed answer: {cause}"))
             self.close()
@@ -402,6 +424,10 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamConnectError(f"upstream {self._label} connection broke mid-answer{reason}"))
 
     # -- httptools callbacks --
+    def on_message_begin(self) -> None:
+        if self._response is None:  # an answer nobody asked for, in the same read as the last one
+            raise ValueError("bytes after the end of the answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw_headers.append((name, value))
 
@@ -417,8 +443,8 @@ class _Connection(asyncio.Protocol):
         for name, value in self._raw_headers:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         response.status = status
-        encoding = headers.get("content-encoding", "identity").lower()
-        if encoding != "identity":
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding and encoding != "identity":
             response._decode = _decoder(encoding)
         self._to_close = (
             status not in (204, 304)
@@ -471,6 +497,8 @@ class H1Pool:
     ) -> H1Response:
         """Send one request; return once the answer's headers are in (its body may still be arriving)."""
         try:
+            if method == "HEAD":  # its answer has no body whatever its headers say; nothing sends one
+                raise ValueError("HEAD is not supported")
             origin, host, target = split_url(url)
             head = request_head(method, target, host, headers, body)
         except ValueError as exc:
@@ -493,7 +521,7 @@ class H1Pool:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self._keepalive:
+            if conn.usable and now - conn.idle_since < self._keepalive:
                 conn.reused = True
                 return conn
             conn.close()
@@ -542,7 +570,9 @@ class H1Pool:
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        now = conn.idle_since = asyncio.get_running_loop().time()
+        while idle and now - idle[0].idle_since >= self._keepalive:  # LIFO: the oldest sit at the bottom
+            idle.pop(0).close()
         idle.append(conn)
 
     def forget(self, conn: _Connection) -> None:
