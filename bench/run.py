@@ -191,6 +191,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     # Growth over the last quarter vs the first quarter is less sensitive to one noisy sample.
     quarter = max(1, len(samples) // 4)
     first_q = sum(r for _, r in samples[:quarter]) / quarter
+    # The start baseline is idle, the end is under load (queues, buffers in flight): also compare
+    # the first and last samples taken under load, like with like.
+    under_load = samples[1:] or samples
+    load_first, load_last = under_load[0][1], under_load[-1][1]
     last_q = sum(r for _, r in samples[-quarter:]) / quarter
     result = {
         "mode": "soak",
@@ -209,6 +213,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mib": peak,
         "growth_pct": 100 * (final - baseline) / baseline if baseline else None,
         "growth_quarters_pct": 100 * (last_q - first_q) / first_q if first_q else None,
+        "growth_under_load_pct": 100 * (load_last - load_first) / load_first if load_first else None,
         "samples": samples,
     }
     out_dir = Path(args.out)
@@ -219,7 +224,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         f"soak: {requests} requests ({result['rps'] or 0:.0f}/s), errors "
         f"{sum(int(v) for k, v in summary.items() if k.endswith(('errors', 'timeouts')))}, "
         f"CPU {result['cpu_us_per_request'] or 0:.0f} µs/req, RSS {baseline:.1f} → {final:.1f} MiB "
-        f"({result['growth_pct'] or 0:+.1f}%; last vs first quarter "
+        f"({result['growth_pct'] or 0:+.1f}%; first vs last sample under load "
+        f"{result['growth_under_load_pct'] or 0:+.1f}%; last vs first quarter "
         f"{result['growth_quarters_pct'] or 0:+.1f}%), "
         f"peak {peak:.1f} MiB — written {path}"
     )
