@@ -77,8 +77,7 @@ class ModelRenamer:
 
     def __call__(self, data: bytes) -> bytes:
         for old, new in self._pairs:
-            if old in data:
-                data = data.replace(old, new)
+            data = data.replace(old, new)  # one scan; the same object back when nothing matched
         return data
 
 
