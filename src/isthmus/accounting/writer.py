@@ -2,7 +2,7 @@
 
 A finished request calls :meth:`UsageWriter.submit`, which never waits: it puts the bundle on a
 bounded queue, or, when the queue is full, appends it to the spool file (counted; a bundle is dropped
-only if even that write fails). The task takes batches (``batch_size`` bundles, four times that when
+only if even that write fails). The task takes batches (``batch_size`` bundles, twice that when
 it is behind, or whatever arrived within ``flush_interval``) and writes each in one transaction: the
 usage records, their attempts and request logs, and the hourly rollup and spend increments folded
 over the batch.
@@ -355,7 +355,7 @@ class UsageWriter:
         flush_interval: float = 1.0,
         queue_max: int = 50_000,
         *,
-        backlog_high: int = 2_000,
+        backlog_high: int = 1_000,
         room_wait: float = 1.0,
         stalled_after: float = 5.0,
         spend_timezone: tzinfo = UTC,
@@ -518,7 +518,7 @@ class UsageWriter:
                 return
 
     async def _next_batch(self) -> list[RecordBundle]:
-        """Up to ``batch_size`` bundles (4× when that many already wait): as many as arrive within
+        """Up to ``batch_size`` bundles (2× when that many already wait): as many as arrive within
         ``flush_interval`` of the first."""
         batch: list[RecordBundle] = []
         try:
@@ -530,7 +530,7 @@ class UsageWriter:
             batch.append(first)
         deadline = time.monotonic() + (0 if self._stopping else self.flush_interval)
         # Behind: bigger batches, so the per-transaction round trips are paid over more records.
-        limit = self.batch_size if self._queue.qsize() < self.batch_size else 4 * self.batch_size
+        limit = self.batch_size if self._queue.qsize() < self.batch_size else 2 * self.batch_size
         while len(batch) < limit:
             try:
                 item = self._queue.get_nowait()
