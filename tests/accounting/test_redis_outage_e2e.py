@@ -61,3 +61,23 @@ def test_requests_are_served_and_recorded_while_redis_is_down(
         record = usage.record(during)
         assert record["status"] == "ok"
         assert record["output_tokens"] > 0 and float(record["actual_cost"]) > 0
+
+
+def test_a_request_outlasting_the_disconnect_watcher_is_recorded_ok_and_releases_its_lease(
+    redis_server: ThrowawayRedis, tmp_path: Path
+) -> None:
+    """After the answer, the provider key's lease is released in Redis (an await). uvicorn tells the
+    disconnect watcher, started once a request has run 50 ms, that the client is gone as soon as the
+    response is complete; that must not cancel the release or record the request as disconnected.
+    (Whether the cancel lands somewhere harmful depends on scheduling: `make test` once saw such a
+    request recorded as disconnected; this run checks the outcome on the path where it can happen.)"""
+    config = lambda upstream: _config(upstream, redis_server.url).replace(  # noqa: E731
+        "rpm: 100000}]", "rpm: 100000, concurrency: 1}]"
+    )
+    with mock_gateway(config, tmp_path / "gateway") as gateway, UsageApi(gateway.url) as usage:
+        for n in range(3):
+            rid = request_id(f"slow-{n}")
+            resp = call(gateway.url, "openai-chat", "gpt-r", "hello", KEY, rid=rid, knobs={"latency": 150})
+            # A lease left behind would hold the key's one slot: the next request finds no candidate.
+            assert resp.status_code == 200, resp.text
+            assert usage.record(rid)["status"] == "ok"

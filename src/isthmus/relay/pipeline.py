@@ -47,6 +47,7 @@ from isthmus.relay.asgi import (
     WATCH_DISCONNECT_AFTER_S,
     ClientGone,
     DisconnectWatch,
+    Message,
     RawHeaders,
     Receive,
     Scope,
@@ -145,6 +146,7 @@ class Relay:
                 ctx.log_capture = capture
                 send = capture.wrap(send)
             watcher = self._watch_disconnect(receive, ctx)
+            send = _marking_finished(send, ctx)
             if door.operation in (Operation.RESPONSE_GET, Operation.RESPONSE_DELETE):
                 await self._resource(ctx, door, headers, query, send)
             else:
@@ -755,6 +757,19 @@ def _loads_or_none(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+
+
+def _marking_finished(send: Send, ctx: RequestContext) -> Send:
+    """``send`` that marks the response finished as its last body message goes out. Work may follow
+    (a provider key's lease released in Redis): the client leaving then is no disconnect, and uvicorn's
+    ``receive`` answers ``http.disconnect`` to the watcher as soon as the response is complete."""
+
+    async def marking(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            ctx.finished = True
+        await send(message)
+
+    return marking
 
 
 def _content_type(resp: UpstreamResponse) -> bytes:
