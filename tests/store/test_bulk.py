@@ -9,10 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from isthmus.store.bulk import CHUNK_ROWS, BulkInsert, RowShape
+from isthmus.store.bulk import CHUNK_ROWS, BulkInsert, RowShape, chunk_sizes
 from isthmus.store.db import create_engine, session_factory
 from isthmus.store.usage_tables import RequestLogRow, UsageAttemptRow, UsageRecordRow
 
@@ -159,3 +159,41 @@ async def test_returns_only_new_rows_across_chunks(sessions: async_sessionmaker[
         table_rows = (await session.execute(select(table.c.request_id, table.c.error))).all()
     assert sorted(rid for rid, _ in table_rows) == ids
     assert {rid for rid, error in table_rows if error == "boom ✓"} == set(ids[::2])  # kept, not replaced
+
+
+def test_chunk_sizes_are_chunk_rows_and_powers_of_two_below_it() -> None:
+    allowed = {CHUNK_ROWS >> shift for shift in range(CHUNK_ROWS.bit_length())}
+    for rows in range(0, 3 * CHUNK_ROWS + 2):
+        sizes = chunk_sizes(rows)
+        assert sum(sizes) == rows
+        assert set(sizes) <= allowed
+        assert sizes == sorted(sizes, reverse=True)
+        remainder = sizes[rows // CHUNK_ROWS :]
+        assert len(remainder) == len(set(remainder))  # each smaller size at most once
+
+
+async def test_batches_of_any_size_use_a_few_statements(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Every distinct statement stays prepared in the driver's cache, each holding ~7 KiB per row:
+    # a statement per leftover size made memory grow with the variety of batch sizes.
+    table = _table(UsageRecordRow)
+    shape = RowShape(table)
+    statements: set[str] = set()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO usage_records"):
+            statements.add(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    sizes = [*range(1, 40), 127, 128, 129, 200, 255, 2 * CHUNK_ROWS + 77]
+    async with sessions.begin() as session:
+        bulk = BulkInsert(table, session.get_bind().dialect, conflict=("request_id",), returning="request_id")
+        for batch, size in enumerate(sizes):
+            ids = [f"b{batch}-{i}" for i in range(size)]
+            rows = [bulk.bind(shape.row(_Record(**_usage(rid)))) for rid in ids]
+            assert sorted(await bulk.execute(session, rows)) == sorted(ids)
+    async with sessions() as session:
+        stored = (await session.execute(select(func.count()).select_from(table))).scalar_one()
+    assert stored == sum(sizes)
+    assert len(statements) <= CHUNK_ROWS.bit_length()  # 128, 64, …, 1
