@@ -299,6 +299,8 @@ def test_plain_prefix_stops_at_the_first_event_that_carries_a_billing_fact() -> 
     assert chat.plain_prefix(delta) == 0  # nothing seen yet: the first content must be parsed
     assert chat.inspect(SSEEvent(None, delta[6:-2], delta)) is C
     assert chat.plain_prefix(delta * 3) == len(delta) * 3
+    spaced = delta.replace(b":null", b": null")  # the other null spelling is just as plain
+    assert chat.plain_prefix(spaced + delta) == len(spaced) + len(delta)
     finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
     usage = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n'
     odd = b'data: {"choices":[],"usage" : {"prompt_tokens":1}}\n\n'  # unknown spelling: inspected

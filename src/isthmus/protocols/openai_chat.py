@@ -10,6 +10,7 @@ one extra chunk with ``"choices":[]`` carries the usage; an error after the stre
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -150,23 +151,29 @@ def rewrite_request(
 _ALWAYS_MARKERS = (b'"error"', b"[DONE]")
 
 
-def _first_set(data: bytes, key: bytes, stop: int) -> int:
-    """Where ``key`` first occurs in ``data[:stop]`` other than as ``key:null`` (else ``stop``)."""
-    pos = data.find(key, 0, stop)
-    while pos >= 0:
-        after = pos + len(key)
-        if not (data.startswith(b":null", after) or data.startswith(b": null", after)):
-            return pos
-        pos = data.find(key, after, stop)
-    return stop
+def _set_key(key: bytes) -> re.Pattern[bytes]:
+    """``key`` other than as ``key:null``: OpenAI repeats ``"finish_reason":null`` and
+    ``"usage":null`` in every chunk, and one search in C skips them (≈ 11 µs for both keys over the
+    benchmark's 8.5 KB of deltas) where finding each and checking what follows took ≈ 17 µs."""
+    return re.compile(re.escape(key) + rb"(?!:null|: null)")
+
+
+_USAGE_SET = _set_key(b'"usage"')
+_FINISH_SET = _set_key(b'"finish_reason"')
+
+
+def _first_set(data: bytes, key: re.Pattern[bytes], stop: int) -> int:
+    """Where ``key`` (a :func:`_set_key`) first occurs in ``data[:stop]``, else ``stop``."""
+    found = key.search(data, 0, stop)
+    return found.start() if found else stop
 
 
 def _billing_marker(data: bytes) -> int:
     """Where the first bytes that may carry an error, usage, a finish reason or the end are, else
     ``len(data)``; conservative: any spelling it does not know counts as such."""
     stop = first_marker(data, _ALWAYS_MARKERS, len(data))
-    stop = _first_set(data, b'"usage"', stop)
-    return _first_set(data, b'"finish_reason"', stop)
+    stop = _first_set(data, _USAGE_SET, stop)
+    return _first_set(data, _FINISH_SET, stop)
 
 
 def _delta_has_content(delta: object) -> bool:
