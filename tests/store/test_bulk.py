@@ -197,3 +197,21 @@ async def test_batches_of_any_size_use_a_few_statements(
         stored = (await session.execute(select(func.count()).select_from(table))).scalar_one()
     assert stored == sum(sizes)
     assert len(statements) <= CHUNK_ROWS.bit_length()  # 128, 64, …, 1
+
+
+async def test_rows_sharing_a_json_value_each_store_it(sessions: async_sessionmaker[AsyncSession]) -> None:
+    # Records billed at one price share its JSON object; the bind reuses the last serialization
+    # for the very same object only.
+    table = _table(UsageRecordRow)
+    shape = RowShape(table)
+    shared = {"ref": "price:1", "input": "2.5"}
+    other = {"ref": "price:2", "input": "3"}
+    chosen = {"a": shared, "b": shared, "c": other, "d": shared, "e": None}
+    async with sessions.begin() as session:
+        bulk = BulkInsert(table, session.get_bind().dialect)
+        rows = [bulk.bind(shape.row(_Record(**_usage(rid, prices=p)))) for rid, p in chosen.items()]
+        await bulk.execute(session, rows)
+    async with sessions() as session:
+        result = await session.execute(select(table.c.request_id, table.c.prices))
+        stored = {request_id: prices for request_id, prices in result}
+    assert stored == chosen

@@ -22,7 +22,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import String, Table
+from sqlalchemy import JSON, String, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,6 +71,27 @@ class RowShape:
         return values  # type: ignore[no-any-return]
 
 
+class _RepeatsLast:
+    """A bind processor that reuses its last answer when handed the very same object again: every
+    usage record billed at one price shares that price's JSON (``ResolvedPrice.to_json``, read-only),
+    and serializing it for each row was 2 µs of the row's preparation. Holding the object keeps its
+    identity from being reused."""
+
+    __slots__ = ("_last", "_process")
+
+    def __init__(self, process: Callable[[Any], Any]) -> None:
+        self._process = process
+        self._last: tuple[Any, Any] = (None, None)  # one tuple: swapped atomically between threads
+
+    def __call__(self, value: Any) -> Any:
+        last = self._last
+        if value is last[0] and value is not None:
+            return last[1]
+        bound = self._process(value)
+        self._last = (value, bound)
+        return bound
+
+
 class BulkInsert:
     """``INSERT INTO table (every column) VALUES (...), (...) ON CONFLICT ... DO NOTHING`` for one
     dialect, optionally ``RETURNING`` one column (which rows were new)."""
@@ -99,6 +120,8 @@ class BulkInsert:
         for i, column in enumerate(table.columns):
             process = column.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
+                if isinstance(column.type, JSON):
+                    process = _RepeatsLast(process)
                 processors.append((i, process))
         self._processors = tuple(processors)
 
