@@ -256,7 +256,15 @@ async def _start_runtime(settings: Settings, file_config: FileConfig | None, met
     upstream_pool = H1Pool()
     closers.append(upstream_pool.aclose)
     providers = build_providers(upstream_pool)
-    writer = UsageWriter(sessions, settings.data_dir / "spool", spend_timezone=ZoneInfo(settings.timezone))
+    # The usage writer has a connection of its own: it never queues behind console queries for a
+    # pooled one, and its large prepared batch INSERTs stay on that one connection.
+    writer_engine = create_engine(url, pool_size=1, sqlite_immediate=True)
+    closers.append(writer_engine.dispose)
+    writer = UsageWriter(
+        session_factory(writer_engine),
+        settings.data_dir / "spool",
+        spend_timezone=ZoneInfo(settings.timezone),
+    )
     writer.start()
     closers.append(lambda: writer.stop(settings.shutdown_grace))
     retention = RetentionTask(

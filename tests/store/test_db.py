@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import QueuePool, text
 
 from isthmus.errors import ConfigError
-from isthmus.store.db import create_engine, is_sqlite, normalize_url
+from isthmus.store.db import SQLITE_POOL_SIZE, create_engine, is_sqlite, normalize_url
 
 
 async def test_sqlite_engine_creates_its_directory_and_sets_pragmas(tmp_path: Path) -> None:
@@ -55,3 +56,26 @@ def test_urls_are_normalised_to_the_async_drivers() -> None:
         normalize_url("mysql://h/db")
     with pytest.raises(ConfigError, match="driver"):
         normalize_url("postgresql+psycopg2://h/db")
+
+
+async def test_a_sqlite_engine_keeps_few_connections(tmp_path: Path) -> None:
+    # Each connection is a thread with its own caches; SQLite serializes writes, so a few suffice.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite")
+    single = create_engine(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", pool_size=1)
+    try:
+        pools = [engine.sync_engine.pool, single.sync_engine.pool]
+        assert all(isinstance(pool, QueuePool) for pool in pools)
+        assert [pool.size() for pool in pools if isinstance(pool, QueuePool)] == [SQLITE_POOL_SIZE, 1]
+        limit = 2 * SQLITE_POOL_SIZE  # the pool and as many again in overflow
+        connections = [await engine.connect() for _ in range(limit)]
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(engine.connect(), 0.5)  # one more waits for a free one
+        finally:
+            for connection in connections:
+                await connection.close()
+        async with engine.connect() as connection:  # and gets one once they are back
+            assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
+        await single.dispose()

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from isthmus.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Pooled connections per SQLite engine, plus as many again in overflow (see create_engine).
+SQLITE_POOL_SIZE = 2
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -76,9 +78,16 @@ def create_engine(
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)
+        pool: dict[str, int] = {}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, echo=echo)
+            # SQLite runs one write transaction at a time (and with ``sqlite_immediate`` every
+            # transaction is one), so more connections add no throughput, only memory: each is a
+            # thread of aiosqlite's with its own page cache and prepared statements, ≈ 3 MiB once
+            # used. SQLAlchemy's default would allow 15.
+            size = min(pool_size, SQLITE_POOL_SIZE)
+            pool = {"pool_size": size, "max_overflow": size}
+        engine = create_async_engine(parsed, echo=echo, **pool)
         _install_sqlite_hooks(engine, "BEGIN IMMEDIATE" if sqlite_immediate else "BEGIN")
         return engine
     return create_async_engine(

@@ -82,7 +82,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         # The text SQLite's DATETIME would make of process_bind_param's value, in one step: the usage
-        # writer binds a timestamp per row, and the two layers took 2.5 µs where this takes 0.5.
+        # writer binds a timestamp per row, and the two layers took 2.5 µs where this takes 1.1.
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
