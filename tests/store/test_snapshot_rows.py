@@ -12,7 +12,7 @@ from isthmus.config import parse_config
 from isthmus.crypto import SecretBox, hash_gateway_key
 from isthmus.store import repos
 from isthmus.store.config_sync import apply_file_config
-from isthmus.store.snapshot import Budget, Limits, Timeouts, load_snapshot_rows
+from isthmus.store.snapshot import Budget, Limits, SnapshotRows, Timeouts, load_snapshot_rows
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -115,3 +115,28 @@ async def test_empty_store_gives_an_empty_snapshot(sessions: Sessions, box: Secr
         snap = await load_snapshot_rows(session, box)
     assert snap.providers == {} and snap.models == {} and snap.gateway_keys == {}
     assert snap.loaded_at.tzinfo is not None
+
+
+async def test_same_content_says_whether_a_reload_changed_rows(sessions: Sessions, box: SecretBox) -> None:
+    async with sessions() as session:
+        await apply_file_config(session, parse_config(CONFIG, env={}), box, now=T0)
+    async with sessions() as session, session.begin():
+        gpt = await repos.models.get_by_name(session, "gpt-4o")
+        await repos.add_price(session, gpt.id, effective_from=T0 + timedelta(days=30), input=2.0, output=8.0)
+
+    async def load(at: datetime) -> SnapshotRows:
+        async with sessions() as session, session.begin():
+            return await load_snapshot_rows(session, box, now=at)
+
+    first = await load(T0 + timedelta(days=1))
+    # Read again later, nothing written in between: the same content, whatever the read time.
+    assert first.same_content(await load(T0 + timedelta(days=2)))
+    # The future price has come into force: the rows the request path prices with are not the same.
+    assert not first.same_content(await load(T0 + timedelta(days=31)))
+
+    async with sessions() as session, session.begin():
+        key = await repos.gateway_keys.get_by_name(session, "alice-key")
+        await repos.gateway_keys.update(session, key, limits={"rpm": 6})
+    changed = await load(T0 + timedelta(days=2))
+    assert not first.same_content(changed)
+    assert changed.same_content(await load(T0 + timedelta(days=3)))

@@ -253,6 +253,17 @@ class SnapshotRows:
     users: Mapping[int, UserRow]
     teams: Mapping[int, TeamRow]
 
+    def same_content(self, other: SnapshotRows) -> bool:
+        """The same rows, whenever each was read. Prices count as they stood at each read, so a price
+        that has come into force since ``other`` was read makes them differ."""
+        return (
+            self.providers == other.providers
+            and self.models == other.models
+            and self.gateway_keys == other.gateway_keys
+            and self.users == other.users
+            and self.teams == other.teams
+        )
+
 
 def _tiers(value: Any) -> tuple[PriceTierRow, ...]:
     tiers = [
