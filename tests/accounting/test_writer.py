@@ -223,6 +223,33 @@ async def test_writer_batches_by_size_and_time(
     await assert_totals_match(sessions, [*bundles, late])
 
 
+async def test_a_batch_closes_when_it_fills_or_the_writer_stops_not_at_the_interval(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """Records trickling in one by one do not wake the task each; the batch they fill is written at
+    once, and so is a half-filled one when the writer stops, however long the flush interval."""
+    writer = UsageWriter(sessions, tmp_path / "spool", batch_size=10, flush_interval=60)
+    writer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        writer.submit(make_bundle(0))
+        await asyncio.sleep(0.05)  # the task holds the first record and waits for more
+        for i in range(1, 10):
+            writer.submit(make_bundle(i))
+            await asyncio.sleep(0.001)
+        started = loop.time()
+        await asyncio.wait_for(writer.flush(), 10)
+        assert loop.time() - started < 5
+        assert writer.stats.written == 10
+        writer.submit(make_bundle(10))
+        await asyncio.sleep(0.05)
+    finally:
+        started = loop.time()
+        await writer.stop(30)
+    assert loop.time() - started < 5
+    assert writer.stats.written == 11 and writer.stats.spooled == 0
+
+
 async def test_a_congested_backlog_holds_new_requests_until_it_is_down(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:

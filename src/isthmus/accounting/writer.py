@@ -384,6 +384,8 @@ class UsageWriter:
         self.stalled_after = stalled_after
         self._room: asyncio.Event | None = None  # set when a congested backlog is back down
         self._progress_at = 0.0  # when the task last finished a batch
+        self._filled: asyncio.Event | None = None  # set once ``_wanted`` more bundles are queued
+        self._wanted = 0
         self.stats = WriterStats()
 
     @property
@@ -420,9 +422,13 @@ class UsageWriter:
         if not self._closed:
             try:
                 self._queue.put_nowait(bundle)
-                return True
             except asyncio.QueueFull:
                 self.stats.overflowed += 1
+            else:
+                filled = self._filled
+                if filled is not None and self._queue.qsize() >= self._wanted:
+                    filled.set()
+                return True
             return self._spool_now([bundle])
         # Stopped: nobody here will replay it, so seal it at once for the next writer to find.
         kept = self._spool_now([bundle])
@@ -454,6 +460,8 @@ class UsageWriter:
         if task is not None:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)  # wakes the task; when full it is busy anyway
+            if self._filled is not None:
+                self._filled.set()  # a batch being filled closes now
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
             except TimeoutError:
@@ -528,24 +536,32 @@ class UsageWriter:
         self._taken += 1
         if first is not None:
             batch.append(first)
-        deadline = time.monotonic() + (0 if self._stopping else self.flush_interval)
+        deadline = time.monotonic() + self.flush_interval
         # Behind: bigger batches, so the per-transaction round trips are paid over more records.
         limit = self.batch_size if self._queue.qsize() < self.batch_size else 2 * self.batch_size
+        while True:
+            self._take_queued(batch, limit)
+            remaining = deadline - time.monotonic()
+            if len(batch) >= limit or remaining <= 0 or self._stopping:
+                return batch
+            # Sleep until enough have arrived to fill the batch (``submit`` says so) or the deadline:
+            # woken for each record as it came, the task cost a task, a timer and a loop turn apiece.
+            filled = self._filled = asyncio.Event()
+            self._wanted = limit - len(batch)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(filled.wait(), remaining)
+            self._filled = None
+
+    def _take_queued(self, batch: list[RecordBundle], limit: int) -> None:
+        queue = self._queue
         while len(batch) < limit:
             try:
-                item = self._queue.get_nowait()
+                item = queue.get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopping:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
+                return
             self._taken += 1
             if item is not None:
                 batch.append(item)
-        return batch
 
     def _database_may_answer(self) -> bool:
         return time.monotonic() >= self._retry_at
