@@ -47,12 +47,19 @@ keys:
 """
 
 
-async def test_snapshot_after_sync(sessions: Sessions, box: SecretBox) -> None:
+async def configure(sessions: Sessions, box: SecretBox) -> None:
+    """CONFIG applied at T0, and a cheaper gpt-4o price from T0 + 30 days."""
     async with sessions() as session:
         await apply_file_config(session, parse_config(CONFIG, env={}), box, now=T0)
     async with sessions() as session, session.begin():
         gpt = await repos.models.get_by_name(session, "gpt-4o")
         await repos.add_price(session, gpt.id, effective_from=T0 + timedelta(days=30), input=2.0, output=8.0)
+
+
+async def test_snapshot_after_sync(sessions: Sessions, box: SecretBox) -> None:
+    await configure(sessions, box)
+    async with sessions() as session, session.begin():
+        gpt = await repos.models.get_by_name(session, "gpt-4o")
         await repos.add_price(session, gpt.id, effective_from=T0 - timedelta(days=30), input=9.0, output=9.0)
         revoked, _ = await repos.create_gateway_key(session, name="old", secret="sk-isthmus-old-000000000000")
         await repos.gateway_keys.update(session, revoked, status="revoked")
@@ -118,11 +125,7 @@ async def test_empty_store_gives_an_empty_snapshot(sessions: Sessions, box: Secr
 
 
 async def test_same_content_says_whether_a_reload_changed_rows(sessions: Sessions, box: SecretBox) -> None:
-    async with sessions() as session:
-        await apply_file_config(session, parse_config(CONFIG, env={}), box, now=T0)
-    async with sessions() as session, session.begin():
-        gpt = await repos.models.get_by_name(session, "gpt-4o")
-        await repos.add_price(session, gpt.id, effective_from=T0 + timedelta(days=30), input=2.0, output=8.0)
+    await configure(sessions, box)
 
     async def load(at: datetime) -> SnapshotRows:
         async with sessions() as session, session.begin():
