@@ -358,6 +358,35 @@ async def test_unreachable_database_spools_then_a_later_writer_replays(
     await assert_totals_match(sessions, bundles)
 
 
+async def test_a_sqlite_database_without_the_tables_is_an_outage_not_refused_data(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """On SQLite the batch INSERTs go to the driver directly; its errors must still read as
+    SQLAlchemy's, so a schema not migrated yet spools every record instead of rejecting them."""
+    bare = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bare.db'}", sqlite_immediate=True)
+    spool = tmp_path / "spool"
+    writer = UsageWriter(session_factory(bare), spool, batch_size=10, flush_interval=0.02, retry_min=60)
+    writer.start()
+    bundles = [make_bundle(i) for i in range(25)]
+    try:
+        for b in bundles:
+            writer.submit(b)
+        await wait_until(lambda: writer.stats.spooled == 25)
+    finally:
+        await writer.stop(10)
+        await bare.dispose()
+    assert writer.stats.rejected == 0 and writer.stats.written == 0
+    assert not writer.stats.database_up
+    assert not (spool / "rejected.ndjson").exists()
+    later = UsageWriter(sessions, spool, flush_interval=0.02)
+    later.start()
+    try:
+        await wait_until(lambda: later.stats.replayed == 25)
+    finally:
+        await later.stop(10)
+    await assert_totals_match(sessions, bundles)
+
+
 async def test_full_queue_spools_instead_of_dropping(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
