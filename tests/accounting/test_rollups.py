@@ -13,9 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounting.usage_samples import make_bundle
 from isthmus.accounting.budgets import MemoryBudgets, nano_to_usd, usd_to_nano
-from isthmus.accounting.records import UsageRecord
+from isthmus.accounting.records import ERROR_STATUSES, UsageRecord
 from isthmus.accounting.rollups import (
+    TOKEN_COLUMNS,
     TOTAL_PERIOD_START,
+    RollupDelta,
+    RollupKey,
     SpendDelta,
     SpendKey,
     current_spend,
@@ -98,6 +101,39 @@ def test_folding_groups_a_batch_into_few_rows() -> None:
         (e, p) for e in ("key", "user") for p in ("daily", "monthly", "total")
     }
     assert spend[SpendKey("key", 1, "daily", utc(2026, 2, 28, 23))].usd == delta.actual_cost
+
+
+def test_folding_sums_every_column_of_each_hour_and_principal() -> None:
+    """Against a record-by-record reference: statuses, missing times to first token, a negative
+    latency, and times in another zone (an hour is a UTC hour, whatever zone a record was read in)."""
+    bundles = [make_bundle(i, key_id=1 + i % 2, model="m") for i in range(300)]
+    for i, b in enumerate(bundles):
+        if i % 7 == 0:
+            b.usage.started_at = b.usage.started_at.astimezone(ZoneInfo("Asia/Kolkata"))  # +05:30
+        if i % 11 == 0:
+            b.usage.latency_ms = -5
+    expected: dict[RollupKey, RollupDelta] = {}
+    for b in bundles:
+        r = b.usage
+        key = RollupKey(
+            hour_of(r.started_at), r.key_id or 0, r.user_id or 0, r.team_id or 0, "m", r.provider_id or 0
+        )
+        d = expected.setdefault(key, RollupDelta())
+        d.requests += 1
+        d.errors += r.status in ERROR_STATUSES
+        for column in TOKEN_COLUMNS:
+            setattr(d, column, getattr(d, column) + getattr(r, column))
+        d.list_cost += r.list_cost
+        d.actual_cost += r.actual_cost
+        d.latency_ms_sum += max(0, r.latency_ms)
+        if r.ttft_ms is not None:
+            d.ttft_ms_sum += max(0, r.ttft_ms)
+            d.ttft_count += 1
+        d.buckets[latency_bucket(r.latency_ms)] += 1
+    folded = fold_rollups(b.usage for b in bundles)
+    assert folded == expected
+    assert all(key.hour.minute == 0 and key.hour.utcoffset() == timedelta(0) for key in folded)
+    assert any(d.ttft_count < d.requests for d in folded.values())  # some without a first token
 
 
 @pytest.fixture

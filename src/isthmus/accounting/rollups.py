@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
@@ -99,23 +100,30 @@ class RollupDelta:
     ttft_count: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS_MS))
 
-    def add(self, record: UsageRecord) -> None:
-        self.requests += 1
-        if record.status in ERROR_STATUSES:
-            self.errors += 1
-        self.input_tokens += record.input_tokens
-        self.output_tokens += record.output_tokens
-        self.cache_read_tokens += record.cache_read_tokens
-        self.cache_write_5m_tokens += record.cache_write_5m_tokens
-        self.cache_write_1h_tokens += record.cache_write_1h_tokens
-        self.reasoning_tokens += record.reasoning_tokens
-        self.list_cost += record.list_cost
-        self.actual_cost += record.actual_cost
-        self.latency_ms_sum += max(0, record.latency_ms)
-        if record.ttft_ms is not None:
-            self.ttft_ms_sum += max(0, record.ttft_ms)
-            self.ttft_count += 1
-        self.buckets[latency_bucket(record.latency_ms)] += 1
+    @classmethod
+    def of(cls, records: list[UsageRecord]) -> RollupDelta:
+        """The sums over one group of records: a column at a time, in C where it can be."""
+        delta = cls(requests=len(records))
+        delta.errors = sum(1 for r in records if r.status in ERROR_STATUSES)
+        columns = list(zip(*map(_ROLLUP_SUMS, records), strict=True))
+        (
+            delta.input_tokens,
+            delta.output_tokens,
+            delta.cache_read_tokens,
+            delta.cache_write_5m_tokens,
+            delta.cache_write_1h_tokens,
+            delta.reasoning_tokens,
+        ) = (sum(column) for column in columns[:6])
+        delta.list_cost = sum(columns[6], _ZERO)
+        delta.actual_cost = sum(columns[7], _ZERO)
+        latencies = columns[8]
+        delta.latency_ms_sum = sum(map(_non_negative, latencies))
+        ttfts = [max(0, t) for t in columns[9] if t is not None]
+        delta.ttft_ms_sum = sum(ttfts)
+        delta.ttft_count = len(ttfts)
+        for bucket in map(latency_bucket, latencies):
+            delta.buckets[bucket] += 1
+        return delta
 
     def values(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -134,26 +142,34 @@ class RollupDelta:
         return out
 
 
-def rollup_key(record: UsageRecord) -> RollupKey:
-    return RollupKey(
-        hour=hour_of(record.started_at),
-        key_id=record.key_id or 0,
-        user_id=record.user_id or 0,
-        team_id=record.team_id or 0,
-        model=record.model_requested or "",
-        provider_id=record.provider_id or 0,
-    )
+_ROLLUP_SUMS = operator.attrgetter(*TOKEN_COLUMNS, "list_cost", "actual_cost", "latency_ms", "ttft_ms")
+
+
+def _non_negative(value: int) -> int:
+    return value if value > 0 else 0
 
 
 def fold_rollups(records: Iterable[UsageRecord]) -> dict[RollupKey, RollupDelta]:
-    folded: dict[RollupKey, RollupDelta] = {}
+    # Grouped by a plain tuple first (a batch holds a few groups), then summed a group at a time: a
+    # key object and fifteen attribute updates per record cost the writer ~7 µs a record.
+    groups: dict[tuple[datetime, int, int, int, str, int], list[UsageRecord]] = {}
     for record in records:
-        key = rollup_key(record)
-        delta = folded.get(key)
-        if delta is None:
-            delta = folded[key] = RollupDelta()
-        delta.add(record)
-    return folded
+        at = record.started_at
+        hour = at.replace(minute=0, second=0, microsecond=0) if at.tzinfo is UTC else hour_of(at)
+        group = (
+            hour,
+            record.key_id or 0,
+            record.user_id or 0,
+            record.team_id or 0,
+            record.model_requested or "",
+            record.provider_id or 0,
+        )
+        members = groups.get(group)
+        if members is None:
+            groups[group] = [record]
+        else:
+            members.append(record)
+    return {RollupKey(*group): RollupDelta.of(members) for group, members in groups.items()}
 
 
 @dataclass(frozen=True, slots=True)
