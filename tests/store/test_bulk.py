@@ -4,7 +4,7 @@ SQLite and PostgreSQL; it skips conflicting rows, reports the new ones, and span
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from isthmus.store.bulk import CHUNK_ROWS, BulkInsert, RowShape, chunk_sizes
 from isthmus.store.db import create_engine, session_factory
-from isthmus.store.usage_tables import RequestLogRow, UsageAttemptRow, UsageRecordRow
+from isthmus.store.usage_tables import RequestLogRow, SpendTotalRow, UsageAttemptRow, UsageRecordRow
 
 BERLIN = timezone(timedelta(hours=1))
 
@@ -215,3 +215,40 @@ async def test_rows_sharing_a_json_value_each_store_it(sessions: async_sessionma
         result = await session.execute(select(table.c.request_id, table.c.prices))
         stored = {request_id: prices for request_id, prices in result}
     assert stored == chosen
+
+
+async def test_an_upsert_adds_to_counters_and_replaces_the_rest(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    table = _table(SpendTotalRow)
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    earlier, later = start + timedelta(hours=1), start + timedelta(hours=2)
+
+    def row(entity_id: int, usd: str, tokens: int, updated_at: datetime) -> list[Any]:
+        return bulk.bind(("team", entity_id, "monthly", start, Decimal(usd), tokens, updated_at))
+
+    async with sessions.begin() as session:
+        bulk = BulkInsert(
+            table,
+            session.get_bind().dialect,
+            conflict=("entity_type", "entity_id", "period", "period_start"),
+            add=("usd", "tokens"),
+            replace=("updated_at",),
+        )
+        assert [c.name for c in table.columns] == [
+            "entity_type", "entity_id", "period", "period_start", "usd", "tokens", "updated_at"
+        ]  # fmt: skip
+        await bulk.execute(session, [row(1, "0.000000000001", 10, earlier), row(2, "5", 1, earlier)])
+        # More rows than one chunk size, so the update runs in a multi-row statement too.
+        await bulk.execute(session, [row(1, "1.5", 5, later), row(3, "2", 2, later), row(4, "0", 0, later)])
+    async with sessions() as session:
+        result = await session.execute(
+            select(table.c.entity_id, table.c.usd, table.c.tokens, table.c.updated_at)
+        )
+        stored = {entity: (usd, tokens, at) for entity, usd, tokens, at in result}
+    assert stored == {
+        1: (Decimal("1.500000000001"), 15, later),  # added, and the time replaced
+        2: (Decimal("5"), 1, earlier),
+        3: (Decimal("2"), 2, later),
+        4: (Decimal("0"), 0, later),
+    }

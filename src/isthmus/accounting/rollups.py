@@ -19,11 +19,12 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from isthmus.accounting.budgets import EntityType, Period, SpendTotal
 from isthmus.accounting.records import ERROR_STATUSES, UsageRecord, as_utc
+from isthmus.store.bulk import BulkInsert
 from isthmus.store.usage_tables import (
     LATENCY_BOUNDS_MS,
     LATENCY_BUCKET_COLUMNS,
@@ -228,65 +229,58 @@ def fold_spend(records: Iterable[UsageRecord], tz: tzinfo = UTC) -> dict[SpendKe
     return folded
 
 
-@functools.lru_cache(maxsize=4)
-def _upserts(dialect_name: str) -> tuple[Any, Any]:
-    """The rollup and spend upserts of one dialect, built once: building them (and their cache keys)
-    for every batch cost the writer ~2 ms of the event loop per batch."""
-    insert: Any
-    if dialect_name == "postgresql":
-        insert = postgresql.insert
-    elif dialect_name == "sqlite":
-        insert = sqlite.insert
-    else:
-        raise RuntimeError(f"no upsert for database dialect {dialect_name!r}")
-    rollup = insert(usage_hourly)
-    rollup = rollup.on_conflict_do_update(
-        index_elements=list(ROLLUP_KEY_COLUMNS),
-        set_={
-            column.name: column + rollup.excluded[column.name]
-            for column in usage_hourly.columns
-            if column.name not in ROLLUP_KEY_COLUMNS
-        },
+_SPEND = cast(Table, SpendTotalRow.__table__)
+_SPEND_KEY_COLUMNS = ("entity_type", "entity_id", "period", "period_start")
+
+
+@functools.lru_cache(maxsize=4)  # one or two engines per process; tests make many
+def _upserts(dialect: Dialect) -> tuple[BulkInsert, BulkInsert]:
+    """The rollup and spend upserts of one dialect, rendered once (as the writer's INSERTs are):
+    built with SQLAlchemy for every batch, they cost the writer ~2 ms of the event loop a batch."""
+    rollups = BulkInsert(
+        usage_hourly,
+        dialect,
+        conflict=ROLLUP_KEY_COLUMNS,
+        add=[c.name for c in usage_hourly.columns if c.name not in ROLLUP_KEY_COLUMNS],
     )
-    table = SpendTotalRow.__table__
-    assert isinstance(table, Table)
-    spend = insert(table)
-    spend = spend.on_conflict_do_update(
-        index_elements=["entity_type", "entity_id", "period", "period_start"],
-        set_={
-            "usd": table.c.usd + spend.excluded.usd,
-            "tokens": table.c.tokens + spend.excluded.tokens,
-            "updated_at": spend.excluded.updated_at,
-        },
+    spend = BulkInsert(
+        _SPEND, dialect, conflict=_SPEND_KEY_COLUMNS, add=("usd", "tokens"), replace=("updated_at",)
     )
-    return rollup, spend
+    return rollups, spend
+
+
+_ROLLUP_COLUMNS = tuple(c.name for c in usage_hourly.columns)
+_SPEND_COLUMNS = tuple(c.name for c in _SPEND.columns)
 
 
 async def upsert_rollups(session: AsyncSession, deltas: Mapping[RollupKey, RollupDelta]) -> None:
-    """Add the folded deltas to ``usage_hourly`` (one statement run for all rows)."""
+    """Add the folded deltas to ``usage_hourly``."""
     if not deltas:
         return
-    rows = [
-        {
-            "hour": key.hour,
-            "key_id": key.key_id,
-            "user_id": key.user_id,
-            "team_id": key.team_id,
-            "model": key.model,
-            "provider_id": key.provider_id,
-            **delta.values(),
-        }
-        for key, delta in deltas.items()
-    ]
-    await session.execute(_upserts(session.get_bind().dialect.name)[0], rows)
+    upsert = _upserts(session.get_bind().dialect)[0]
+    rows = []
+    for key, delta in deltas.items():
+        values = delta.values()
+        values.update(
+            hour=key.hour,
+            key_id=key.key_id,
+            user_id=key.user_id,
+            team_id=key.team_id,
+            model=key.model,
+            provider_id=key.provider_id,
+        )
+        rows.append(upsert.bind([values[c] for c in _ROLLUP_COLUMNS]))
+    await upsert.execute(session, rows)
 
 
 async def upsert_spend(session: AsyncSession, deltas: Mapping[SpendKey, SpendDelta]) -> None:
     if not deltas:
         return
+    upsert = _upserts(session.get_bind().dialect)[1]
     now = datetime.now(UTC)
-    rows = [
-        {
+    rows = []
+    for key, delta in deltas.items():
+        values = {
             "entity_type": key.entity_type,
             "entity_id": key.entity_id,
             "period": key.period,
@@ -295,9 +289,8 @@ async def upsert_spend(session: AsyncSession, deltas: Mapping[SpendKey, SpendDel
             "tokens": delta.tokens,
             "updated_at": now,
         }
-        for key, delta in deltas.items()
-    ]
-    await session.execute(_upserts(session.get_bind().dialect.name)[1], rows)
+        rows.append(upsert.bind([values[c] for c in _SPEND_COLUMNS]))
+    await upsert.execute(session, rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,13 @@ class _RepeatsLast:
 
 class BulkInsert:
     """``INSERT INTO table (every column) VALUES (...), (...) ON CONFLICT ... DO NOTHING`` for one
-    dialect, optionally ``RETURNING`` one column (which rows were new)."""
+    dialect, optionally ``RETURNING`` one column (which rows were new).
+
+    With ``add`` (and ``replace``) a conflict on the ``conflict`` columns updates the row in place
+    instead: each ``add`` column becomes its stored value plus the new one, each ``replace`` column the
+    new value — the upserts of counters that several writers increment. A statement must not hold two
+    rows with the same ``conflict`` values then (PostgreSQL refuses it): fold them first.
+    """
 
     def __init__(
         self,
@@ -108,6 +114,8 @@ class BulkInsert:
         *,
         conflict: Sequence[str] = (),
         returning: str | None = None,
+        add: Sequence[str] = (),
+        replace: Sequence[str] = (),
     ) -> None:
         quote = dialect.identifier_preparer.quote
         self._width = len(table.columns)
@@ -117,7 +125,15 @@ class BulkInsert:
         self._head = (
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in table.columns)}) VALUES "
         )
-        self._tail = f" ON CONFLICT{target} DO NOTHING" + (
+        action = "DO NOTHING"
+        if add or replace:
+            if not conflict:
+                raise ValueError("an upsert needs the conflict columns")
+            name = quote(table.name)
+            sets = [f"{quote(c)} = {name}.{quote(c)} + excluded.{quote(c)}" for c in add]
+            sets += [f"{quote(c)} = excluded.{quote(c)}" for c in replace]
+            action = "DO UPDATE SET " + ", ".join(sets)
+        self._tail = f" ON CONFLICT{target} {action}" + (
             f" RETURNING {quote(returning)}" if returning else ""
         )
         self.returns = returning is not None
