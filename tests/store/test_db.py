@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,23 @@ async def test_a_sqlite_engine_keeps_few_connections(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
         await single.dispose()
+
+
+async def test_a_new_sqlite_file_switches_to_wal_once_another_connection_lets_it(tmp_path: Path) -> None:
+    """Several processes opening a new database at once: while another connection writes in the old
+    journal mode, the switch to WAL fails at once ("database is locked": SQLite skips the busy wait
+    where it could deadlock); it is retried until the other is done."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN")
+    other.execute("INSERT INTO t VALUES (1)")  # holds the reserved lock until it commits
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, other.execute, "COMMIT")
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+    finally:
+        await engine.dispose()
+        other.close()

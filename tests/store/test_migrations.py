@@ -77,7 +77,14 @@ async def test_orm_metadata_matches_migrated_schema(database_url: str) -> None:
 
 async def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
     # Several workers or instances starting together: one migrates, the others find nothing to do.
-    await asyncio.gather(*(upgrade_database(database_url) for _ in range(3)))
+    # Each runs to its end even if another fails: one left half-way through Alembic would break the
+    # migrations of the tests after this one (Alembic's context is process-global).
+    outcomes = await asyncio.gather(
+        *(upgrade_database(database_url) for _ in range(3)), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
     assert await is_up_to_date(database_url)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 
 from isthmus.errors import ConfigError
 
@@ -42,6 +46,23 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection to a new database file is in
+    the way. The mode is stored in the file, so this waits only when several processes (or engines)
+    open a new database at once: the switch then fails with "database is locked" at once, as SQLite
+    does not wait out the busy timeout where waiting could deadlock."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        # Runs inside SQLAlchemy's greenlet on the event loop: sleep without blocking the loop.
+        await_only(asyncio.sleep(0.05))
+
+
 def _install_sqlite_hooks(engine: AsyncEngine, begin: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -52,7 +73,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, begin: str) -> None:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             # WAL lets the console read while the usage writer writes; NORMAL is durable in WAL mode
             # except for the last commits on power loss.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
