@@ -197,6 +197,8 @@ def _parse_time(text: str) -> datetime:
 
 
 def as_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:  # nearly every record's time: no conversion to make
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

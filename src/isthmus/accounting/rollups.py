@@ -119,7 +119,7 @@ class RollupDelta:
         delta.actual_cost = sum(columns[7], _ZERO)
         latencies = columns[8]
         delta.latency_ms_sum = sum(map(_non_negative, latencies))
-        ttfts = [max(0, t) for t in columns[9] if t is not None]
+        ttfts = [_non_negative(t) for t in columns[9] if t is not None]
         delta.ttft_ms_sum = sum(ttfts)
         delta.ttft_count = len(ttfts)
         for bucket in map(latency_bucket, latencies):
@@ -155,10 +155,8 @@ def fold_rollups(records: Iterable[UsageRecord]) -> dict[RollupKey, RollupDelta]
     # key object and fifteen attribute updates per record cost the writer ~7 µs a record.
     groups: dict[tuple[datetime, int, int, int, str, int], list[UsageRecord]] = {}
     for record in records:
-        at = record.started_at
-        hour = at.replace(minute=0, second=0, microsecond=0) if at.tzinfo is UTC else hour_of(at)
         group = (
-            hour,
+            hour_of(record.started_at),
             record.key_id or 0,
             record.user_id or 0,
             record.team_id or 0,
