@@ -79,7 +79,9 @@ def _blocks(buf: bytes) -> Iterator[SSEEvent]:
     """The complete blocks of ``buf``, left to right (an unfinished rest is not returned)."""
     pos = 0
     lf2 = buf.find(_LF2)
-    lfcrlf = buf.find(_LFCRLF)
+    # A stream without a "\r" (most APIs') would otherwise be searched end to end for "\n\r\n" by
+    # every caller that only wants its first events; one memchr rules that out.
+    lfcrlf = buf.find(_LFCRLF) if b"\r" in buf else -1
     while lf2 >= 0 or lfcrlf >= 0:
         if lfcrlf < 0 or 0 <= lf2 < lfcrlf:
             body_end, end = lf2, lf2 + 2

@@ -71,9 +71,14 @@ class ModelRenamer:
 
     __slots__ = ("_pairs",)
 
-    def __init__(self, upstream: str, public: str) -> None:
+    def __init__(self, upstream: str, public: str, seen: bytes | None = None) -> None:
         up, pub = orjson.dumps(upstream), orjson.dumps(public)
-        self._pairs = ((b'"model":' + up, b'"model":' + pub), (b'"model": ' + up, b'"model": ' + pub))
+        pairs = ((b'"model":' + up, b'"model":' + pub), (b'"model": ' + up, b'"model": ' + pub))
+        # A stream's events come from one serializer: once an event shows which spelling it uses,
+        # the rest of the stream is scanned for that one only (each spelling is a scan of every byte).
+        if seen is not None:
+            pairs = tuple(pair for pair in pairs if pair[0] in seen) or pairs
+        self._pairs = pairs
 
     def __call__(self, data: bytes) -> bytes:
         for old, new in self._pairs:
@@ -96,11 +101,12 @@ def _take_each(adapter: StreamAdapter, region: bytes) -> tuple[bytes, int]:
     return b"".join(pieces), produced
 
 
-def renamer(upstream: object, public: str) -> Callable[[bytes], bytes]:
-    """What turns the upstream's name for the model (as its answer gives it) into the public one."""
+def renamer(upstream: object, public: str, seen: bytes | None = None) -> Callable[[bytes], bytes]:
+    """What turns the upstream's name for the model (as its answer gives it) into the public one;
+    ``seen``: the bytes that gave the name, to learn how the upstream spells the member."""
     if not isinstance(upstream, str) or upstream == public:
         return _same
-    return ModelRenamer(upstream, public)
+    return ModelRenamer(upstream, public, seen)
 
 
 class PassthroughStream:
@@ -141,7 +147,7 @@ class PassthroughStream:
         if not self._named and self._inspector.model is not None:
             # The first event names the model (message_start, the first chunk, response.created).
             self._named = True
-            self.outgoing = renamer(self._inspector.model, self._public)
+            self.outgoing = renamer(self._inspector.model, self._public, event.raw)
         if kind is EventClass.USAGE_ONLY and self._hide_usage:
             return b"", kind
         return self.outgoing(event.raw), kind
