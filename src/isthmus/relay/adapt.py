@@ -73,7 +73,10 @@ class ModelRenamer:
 
     def __init__(self, upstream: str, public: str, seen: bytes | None = None) -> None:
         up, pub = orjson.dumps(upstream), orjson.dumps(public)
-        pairs = ((b'"model":' + up, b'"model":' + pub), (b'"model": ' + up, b'"model": ' + pub))
+        pairs: tuple[tuple[bytes, bytes], ...] = (
+            (b'"model":' + up, b'"model":' + pub),
+            (b'"model": ' + up, b'"model": ' + pub),
+        )
         # A stream's events come from one serializer: once an event shows which spelling it uses,
         # the rest of the stream is scanned for that one only (each spelling is a scan of every byte).
         if seen is not None:
