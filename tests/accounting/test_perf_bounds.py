@@ -15,17 +15,17 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from accounting.usage_samples import counts, make_bundle
 from isthmus.accounting import Accountant, PriceBook, Subject
-from isthmus.accounting.budgets import MemoryBudgets
-from isthmus.accounting.cost import _CTX, compute_cost, estimate_cost
+from isthmus.accounting.budgets import MemoryBudgets, usd_to_nano
+from isthmus.accounting.cost import _CTX, compute_cost, estimate_cost, estimate_nano
 from isthmus.accounting.limits import MemoryLimits
-from isthmus.accounting.prices import resolve_price_row, to_decimal
+from isthmus.accounting.prices import IntegerRates, resolve_price_row, to_decimal
 from isthmus.accounting.rollups import SPEND_PERIODS, fold_spend, period_start
 from isthmus.accounting.writer import THREAD_MIN_BUNDLES, write_batch
 from isthmus.ir.usage import Usage
@@ -228,6 +228,25 @@ def test_integer_cost_equals_the_decimal_breakdown(
     variable = _CTX.add(_CTX.multiply(prompt, tier_rates.input), _CTX.multiply(out, output_rate))
     expected = _CTX.add(variable.scaleb(-6, _CTX), price.per_request)
     assert estimate_cost(prompt, max_output, price) == expected
+    # Budgets count nano-USD, worked out in integers on the request path: the same figures as
+    # converting the decimals (settled half to even, reserved rounded up).
+    assert cost.actual_nano == usd_to_nano(cost.actual_usd)
+    assert compute_cost(usage, price, free_tier=True).actual_nano == 0
+    assert estimate_nano(prompt, max_output, price) == usd_to_nano(expected, round_up=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(units=st.integers(-(10**15), 10**15), exponent=st.integers(-15, 4))
+@example(units=5, exponent=-4).via("a tie rounds to the even neighbour: 0.5 nano -> 0")
+@example(units=15, exponent=-4).via("1.5 nano -> 2")
+@example(units=25, exponent=-4).via("2.5 nano -> 2")
+@example(units=-15, exponent=-4).via("-1.5 nano -> -2")
+@example(units=1, exponent=-10).via("any fraction reserved rounds up")
+def test_integer_units_to_nano_round_like_the_decimal_conversion(units: int, exponent: int) -> None:
+    rates = IntegerRates(exponent, 0, 0, 0, 0, 0, 0, False, 0)
+    usd = D(units).scaleb(exponent - 6, _CTX)
+    assert rates.nano(units) == usd_to_nano(usd)
+    assert rates.nano(units, round_up=True) == usd_to_nano(usd, round_up=True)
 
 
 # --- the usage writer -------------------------------------------------------------------------------

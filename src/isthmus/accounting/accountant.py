@@ -26,12 +26,14 @@ from isthmus.accounting.budgets import (
     MemoryBudgets,
     RedisBudgets,
     Reservation,
+    nano_to_usd,
 )
 from isthmus.accounting.cost import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Cost,
     compute_cost,
     estimate_cost,
+    estimate_nano,
     estimate_output_tokens,
     estimate_prompt_tokens,
 )
@@ -135,6 +137,7 @@ class Estimate:
     force then."""
 
     __slots__ = (
+        "_nano",
         "_price",
         "_usd",
         "at",
@@ -164,6 +167,7 @@ class Estimate:
         self.tokens = prompt_tokens + estimate_output_tokens(max_output_tokens, default_max_output)
         self._price: ResolvedPrice | None = _UNSET
         self._usd: Decimal | None = None
+        self._nano: int | None = None
 
     @property
     def price(self) -> ResolvedPrice | None:
@@ -181,6 +185,18 @@ class Estimate:
                 default_max_output=self.default_max_output,
             )
         return self._usd
+
+    @property
+    def nano(self) -> int:
+        """``usd`` in nano-USD rounded up: what a reservation holds (integers only on the way)."""
+        if self._nano is None:
+            self._nano = estimate_nano(
+                self.prompt_tokens,
+                self.max_output_tokens,
+                self.price,
+                default_max_output=self.default_max_output,
+            )
+        return self._nano
 
 
 @dataclass(slots=True, eq=False)
@@ -284,10 +300,10 @@ class Accountant:
             self.default_max_output_tokens,
         )
         tokens = estimate.tokens
-        usd = estimate.usd if subject.budgeted else _ZERO
+        usd_nano = estimate.nano if subject.budgeted else 0
         if self._memory is not None:
             budgets, limits = self._memory
-            reservation = budgets.reserve_now(subject.budget_subjects, usd, tokens, at)
+            reservation = budgets.reserve_nano(subject.budget_subjects, usd_nano, tokens, at)
             if not subject.limit_subjects:
                 return Admission(subject, model, empty_lease(at), reservation, estimate, at)
             try:
@@ -297,8 +313,9 @@ class Accountant:
                 raise
             return Admission(subject, model, lease, reservation, estimate, at)
         if self._scripts is not None:
-            lease, reservation = await self._admit_redis(subject, usd, tokens, at)
+            lease, reservation = await self._admit_redis(subject, usd_nano, tokens, at)
         else:
+            usd = nano_to_usd(usd_nano)
             reservation = await self.budgets.reserve(subject.budget_subjects, usd, tokens, at)
             if not subject.limit_subjects:
                 lease = empty_lease(at)
@@ -311,7 +328,7 @@ class Accountant:
         return Admission(subject, model, lease, reservation, estimate, at)
 
     async def _admit_redis(
-        self, subject: Subject, usd: Decimal, tokens: int, now: float
+        self, subject: Subject, usd_nano: int, tokens: int, now: float
     ) -> tuple[Lease, Reservation]:
         assert self._scripts is not None
         budgets = self.budgets
@@ -322,7 +339,7 @@ class Accountant:
             if subject.limit_subjects
             else (empty_lease(now), None)
         )
-        reservation, checks, budget_call = budgets.call(subject.budget_subjects, usd, tokens, now)
+        reservation, checks, budget_call = budgets.call(subject.budget_subjects, usd_nano, tokens, now)
         if limit_call is None and not checks:
             return lease, reservation  # nothing to check now; the settle adds the spend
         refusal = await self._scripts.admit(now, limit_call, budget_call if checks else None)
@@ -337,9 +354,7 @@ class Accountant:
         if admission.finished:
             return
         admission.finished = True
-        actual_usd = cost.actual_usd if cost is not None else _ZERO
-        actual_tokens = usage.total_tokens
-        await self._finish(admission, actual_usd, actual_tokens)
+        await self._finish(admission, cost.actual_nano if cost is not None else 0, usage.total_tokens)
 
     async def release(self, admission: Admission) -> None:
         """Give everything back: the request was refused or aborted before costing anything."""
@@ -348,15 +363,16 @@ class Accountant:
         admission.finished = True
         await self._finish(admission, None, 0)
 
-    async def _finish(self, admission: Admission, actual_usd: Decimal | None, actual_tokens: int) -> None:
+    async def _finish(self, admission: Admission, actual_nano: int | None, actual_tokens: int) -> None:
+        """Settle at ``actual_nano`` nano-USD, or release (None)."""
         lease, reservation = admission.lease, admission.reservation
         if self._memory is not None:
             memory_budgets, memory_limits = self._memory
             memory_limits.release_now(lease, actual_tokens)
-            if actual_usd is None:
+            if actual_nano is None:
                 memory_budgets.release_now(reservation)
             else:
-                memory_budgets.settle_now(reservation, actual_usd, actual_tokens)
+                memory_budgets.settle_nano(reservation, actual_nano, actual_tokens)
             return
         if self._scripts is not None:
             budgets = self.budgets
@@ -367,17 +383,17 @@ class Accountant:
                 lease_part = limits.finish_call(lease, actual_tokens)
             lease.released = True
             res_part = None
-            if not reservation.done and (actual_usd is not None or reservation.holds):
-                res_part = budgets.finish_call(reservation, actual_usd, actual_tokens)
+            if not reservation.done and (actual_nano is not None or reservation.holds):
+                res_part = budgets.finish_call(reservation, actual_nano, actual_tokens)
             reservation.done = True
             if lease_part is not None or res_part is not None:
                 await self._scripts.finish(lease_part, res_part)
             return
         await self.limits.release(lease, actual_tokens)
-        if actual_usd is None:
+        if actual_nano is None:
             await self.budgets.release(reservation)
         else:
-            await self.budgets.settle(reservation, actual_usd, actual_tokens)
+            await self.budgets.settle(reservation, nano_to_usd(actual_nano), actual_tokens)
 
     def cost(
         self,

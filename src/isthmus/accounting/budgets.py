@@ -369,6 +369,11 @@ class MemoryBudgets:
     def reserve_now(
         self, subjects: Sequence[BudgetSubject], estimate_usd: Decimal, estimate_tokens: int, now: float
     ) -> Reservation:
+        return self.reserve_nano(subjects, usd_to_nano(estimate_usd, round_up=True), estimate_tokens, now)
+
+    def reserve_nano(
+        self, subjects: Sequence[BudgetSubject], estimate_nano: int, estimate_tokens: int, now: float
+    ) -> Reservation:
         live = self._live
         if live and next(iter(live)).expires_at <= now:
             self._expire(now)
@@ -383,7 +388,7 @@ class MemoryBudgets:
             reservation.live = False
             return reservation
         tokens = max(0, estimate_tokens)
-        usd = max(0, usd_to_nano(estimate_usd, round_up=True))
+        usd = max(0, estimate_nano)
         counters = self._counters
         for check in plan.checks:
             counter = counters.get(check.key)
@@ -417,11 +422,14 @@ class MemoryBudgets:
                 counter.reserved_tokens -= reservation.tokens
 
     def settle_now(self, reservation: Reservation, actual_usd: Decimal, actual_tokens: int) -> None:
+        self.settle_nano(reservation, usd_to_nano(actual_usd), actual_tokens)
+
+    def settle_nano(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         if reservation.done:
             return
         reservation.done = True
         self._unhold(reservation)
-        usd = max(0, usd_to_nano(actual_usd))
+        usd = max(0, actual_nano)
         tokens = max(0, actual_tokens)
         counters = self._counters
         for key in reservation.spend:
@@ -520,11 +528,12 @@ class RedisBudgets:
         return f"{self.prefix}budr:{key[0]}:{key[1]}:{key[2]}"
 
     def call(
-        self, subjects: Sequence[BudgetSubject], estimate_usd: Decimal, estimate_tokens: int, now: float
+        self, subjects: Sequence[BudgetSubject], estimate_nano: int, estimate_tokens: int, now: float
     ) -> tuple[Reservation, list[BudgetCheck], BudgetCall]:
-        """The reservation this would make, its checks, and the ADMIT part that makes it."""
+        """The reservation this would make (holding ``estimate_nano`` nano-USD), its checks, and the
+        ADMIT part that makes it."""
         window = self.calendar.window(now)
-        usd = max(0, usd_to_nano(estimate_usd, round_up=True))
+        usd = max(0, estimate_nano)
         tokens = max(0, estimate_tokens)
         plan = self._plans.plan(subjects, window)
         checks = list(plan.checks)
@@ -560,7 +569,8 @@ class RedisBudgets:
     async def reserve(
         self, subjects: Sequence[BudgetSubject], estimate_usd: Decimal, estimate_tokens: int, now: float
     ) -> Reservation:
-        reservation, checks, call = self.call(subjects, estimate_usd, estimate_tokens, now)
+        usd = usd_to_nano(estimate_usd, round_up=True)
+        reservation, checks, call = self.call(subjects, usd, estimate_tokens, now)
         if not checks:
             return reservation  # nothing limited: no round trip now, spend is added at settle
         refusal = await self.scripts.admit(now, None, call)
@@ -569,10 +579,10 @@ class RedisBudgets:
         return reservation
 
     def finish_call(
-        self, reservation: Reservation, actual_usd: Decimal | None, actual_tokens: int
+        self, reservation: Reservation, actual_nano: int | None, actual_tokens: int
     ) -> ReservationFinish:
-        """FINISH part settling (``actual_usd`` given) or releasing (None) the reservation."""
-        settle = actual_usd is not None
+        """FINISH part settling (``actual_nano`` nano-USD given) or releasing (None) the reservation."""
+        settle = actual_nano is not None
         return ReservationFinish(
             hold_keys=[self.counter_key(k) for k in reservation.holds],
             hold_zkeys=[self.reservations_key(k) for k in reservation.holds],
@@ -581,7 +591,7 @@ class RedisBudgets:
             member=reservation.member,
             usd_nano=reservation.usd_nano,
             tokens=reservation.tokens,
-            actual_usd_nano=max(0, usd_to_nano(actual_usd)) if actual_usd is not None else 0,
+            actual_usd_nano=max(0, actual_nano) if actual_nano is not None else 0,
             actual_tokens=max(0, actual_tokens) if settle else 0,
         )
 
@@ -589,7 +599,7 @@ class RedisBudgets:
         if reservation.done:
             return
         reservation.done = True
-        await self.scripts.finish(None, self.finish_call(reservation, actual_usd, actual_tokens))
+        await self.scripts.finish(None, self.finish_call(reservation, usd_to_nano(actual_usd), actual_tokens))
 
     async def release(self, reservation: Reservation) -> None:
         if reservation.done:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 
+from isthmus.accounting.budgets import usd_to_nano
 from isthmus.accounting.prices import IntegerRates, Rates, ResolvedPrice, to_decimal
 from isthmus.ir.usage import Usage
 
@@ -79,6 +80,7 @@ class Cost:
 
     list_usd: Decimal
     actual_usd: Decimal
+    actual_nano: int = 0  # ``actual_usd`` in nano-USD (rounded half to even), what budgets count
     tier_above_tokens: int | None = None  # the long-context tier applied, if any
     priced: bool = True  # False: no price was known; the cost is 0 and the record is flagged
     # What the breakdown is worked out from, on demand (the request path never needs it): the
@@ -162,17 +164,22 @@ def compute_cost(
     )
     prompt = usage.prompt_tokens
     integer, tier = price.integer_rates_for(prompt)
+    list_nano: int | None = None
     if integer is not None:
-        list_usd = Decimal(_units(tokens, integer)).scaleb(integer.exponent + _PER_MILLION, _CTX)
+        units = _units(tokens, integer)
+        list_usd = Decimal(units).scaleb(integer.exponent + _PER_MILLION, _CTX)
+        list_nano = integer.nano(units)
     else:
         list_usd = _breakdown(tokens, price.rates_for(prompt)[0], price.per_request).total()
     if free_tier:
-        actual = _ZERO
+        actual, actual_nano = _ZERO, 0
     elif cost_multiplier == 1:
         actual = list_usd
+        actual_nano = list_nano if list_nano is not None else usd_to_nano(actual)
     else:
         actual = _CTX.multiply(list_usd, to_decimal(cost_multiplier))
-    return Cost(list_usd, actual, tier, basis=(tokens, prompt, price))
+        actual_nano = usd_to_nano(actual)
+    return Cost(list_usd, actual, actual_nano, tier, basis=(tokens, prompt, price))
 
 
 def estimate_prompt_tokens(body_size: int) -> int:
@@ -188,6 +195,31 @@ def estimate_output_tokens(max_output_tokens: int | None, default: int = DEFAULT
     if max_output_tokens is None or max_output_tokens <= 0:
         return default
     return max_output_tokens
+
+
+def estimate_nano(
+    prompt_tokens_estimate: int,
+    max_output_tokens: int | None,
+    price: ResolvedPrice | None,
+    *,
+    default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS,
+) -> int:
+    """``estimate_cost`` in nano-USD rounded up, what a reservation holds: integers only on the
+    request path (prices with integer rates), the decimal estimate converted otherwise."""
+    if price is not None:
+        prompt = max(0, prompt_tokens_estimate)
+        integer, _ = price.integer_rates_for(prompt)
+        if integer is not None:
+            output_tokens = estimate_output_tokens(max_output_tokens, default_max_output)
+            return integer.nano(_estimate_units(prompt, output_tokens, integer), round_up=True)
+    usd = estimate_cost(
+        prompt_tokens_estimate, max_output_tokens, price, default_max_output=default_max_output
+    )
+    return usd_to_nano(usd, round_up=True)
+
+
+def _estimate_units(prompt: int, output_tokens: int, rates: IntegerRates) -> int:
+    return prompt * rates.input + output_tokens * max(rates.output, rates.reasoning) + rates.per_request
 
 
 def estimate_cost(
@@ -208,8 +240,7 @@ def estimate_cost(
     output_tokens = estimate_output_tokens(max_output_tokens, default_max_output)
     integer, _ = price.integer_rates_for(prompt)
     if integer is not None:
-        out_units = max(integer.output, integer.reasoning)
-        units = prompt * integer.input + output_tokens * out_units + integer.per_request
+        units = _estimate_units(prompt, output_tokens, integer)
         return Decimal(units).scaleb(integer.exponent + _PER_MILLION, _CTX)
     rates, _ = price.rates_for(prompt)
     out_rate = max(rates.output, rates.reasoning)

@@ -99,6 +99,19 @@ class IntegerRates:
     reasoning_apart: bool
     per_request: int  # the fee × 1M, in the same unit (it is added to a sum of tokens × rate)
 
+    def nano(self, units: int, *, round_up: bool = False) -> int:
+        """``units`` of ``10**(exponent - 6)`` USD (a sum of tokens × these rates) in nano-USD, rounded
+        half to even like ``budgets.usd_to_nano`` (or up, for reservations): exact integer arithmetic."""
+        shift = self.exponent + 3  # 10**(exponent - 6) USD = 10**(exponent + 3) nano-USD
+        if shift >= 0:
+            scale: int = 10**shift
+            return units * scale
+        divisor: int = 10**-shift
+        quotient, rest = divmod(units, divisor)
+        if rest and (round_up or 2 * rest > divisor or (2 * rest == divisor and quotient % 2)):
+            quotient += 1
+        return quotient
+
     @classmethod
     def of(cls, rates: Rates, per_request: Decimal) -> IntegerRates | None:
         """None when a value is not a finite decimal (no common integer unit)."""
