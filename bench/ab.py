@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/ab.py 687f363 HEAD                  # unary, 20 rounds of 2 s each
     .venv/bin/python bench/ab.py 687f363 - --mode stream       # "-" is the working tree
+    .venv/bin/python bench/ab.py HEAD HEAD+no-writer HEAD+no-accounting   # parts switched off
+
+``REV+VARIANT`` runs that revision with parts of the request path switched off (the variants, listed
+by ``--variants``, are in ``harness/variants.py``), which is how the costs of accounting and of the
+usage writer were measured.
 
 On a shared machine the CPU a request costs drifts by tens of percent from one minute to the next,
 so two `run.py` runs one after the other cannot tell a 5 % change. Here every revision runs at once
@@ -28,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import procs
 from harness.measure import TARGETS, build_scenarios, check
 from harness.servers import BENCH_DIR, CLIENT_KEY, Lab
+from harness.variants import VARIANTS
 
 
 def process_cpu_us(pid: int) -> float:
@@ -38,12 +44,19 @@ def process_cpu_us(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "refs", nargs="+", help="git revisions; '-' for the working tree; the first is the base"
+        "refs",
+        nargs="*",
+        help="git revisions; '-' for the working tree; REV+VARIANT switches parts off; the first is the base",
     )
+    parser.add_argument("--variants", action="store_true", help="list the variants and exit")
     parser.add_argument("--mode", choices=["unary", "stream"], default="unary")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seconds", type=int, default=2, help="load per revision per round")
     args = parser.parse_args()
+    if args.variants or not args.refs:
+        for name, (what, _) in VARIANTS.items():
+            print(f"{name:14s} {what}")
+        return
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("needs wrk: make bench-deps")
@@ -58,7 +71,8 @@ def main() -> None:
             lab = Lab(Path(tempfile.mkdtemp(prefix="isthmus-ab-")), pinning)
             labs.append(lab)
             lab.start_upstream()
-            lab.start_isthmus(ref=None if ref == "-" else ref)
+            rev, _, variant = ref.partition("+")
+            lab.start_isthmus(ref=None if rev == "-" else rev, variant=variant or None)
             scenario = next(s for s in build_scenarios(lab, ["isthmus"]) if s.mode == args.mode)
             check([scenario], print)
             pid = lab.servers[TARGETS["isthmus"].server].proc.pid

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import procs
+from harness import procs, variants
 from harness.payloads import PAYLOAD_DIR, UPSTREAM_ROUTES
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
@@ -154,9 +154,12 @@ class Lab:
         env = {"PYTHONPATH": str(BENCH_DIR)} if server == "granian" else None
         self._add(name, argv, port, pin=self.pinning.target, env=env)
 
-    def start_isthmus(self, wrap: list[str] | None = None, ref: str | None = None) -> None:
+    def start_isthmus(
+        self, wrap: list[str] | None = None, ref: str | None = None, variant: str | None = None
+    ) -> None:
         """``wrap`` runs the server under another program (a profiler): ``[*wrap, isthmus, serve, …]``;
-        ``ref`` runs that git revision's ``src/`` instead of the working tree (others may be mid-edit)."""
+        ``ref`` runs that git revision's ``src/`` instead of the working tree (others may be mid-edit);
+        ``variant`` switches parts off in a copy of it (``harness/variants.py``)."""
         port = procs.free_port()
         conf = self.workdir / "isthmus.yaml"
         values = {
@@ -181,15 +184,23 @@ class Lab:
             "ISTHMUS_WORKERS",
         ):
             os.environ.pop(name, None)
-        if ref is not None:
-            env["PYTHONPATH"] = str(self._export_src(ref))
+        if ref is not None or variant is not None:
+            src = self._export_src(ref)
+            if variant is not None:
+                variants.apply(src, variant)
+            env["PYTHONPATH"] = str(src)
         isthmus = Path(sys.executable).parent / "isthmus"
         argv = [*(wrap or []), str(isthmus), "serve", "--config", str(conf)]
         self._add("isthmus", argv, port, pin=self.pinning.target, env=env, timeout=60)
 
-    def _export_src(self, ref: str) -> Path:
-        """``git archive REF src`` into the scratch dir; on PYTHONPATH it shadows the editable install."""
+    def _export_src(self, ref: str | None) -> Path:
+        """``git archive REF src`` (None: a copy of the working tree's) into the scratch dir; on
+        PYTHONPATH it shadows the editable install."""
         dest = self.workdir / "isthmus-src"
+        if ref is None:
+            skip = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(BENCH_DIR.parent / "src", dest / "src", ignore=skip)
+            return dest / "src"
         dest.mkdir()
         archive = subprocess.run(
             ["git", "-C", str(BENCH_DIR.parent), "archive", "--format=tar", ref, "src"],
