@@ -14,10 +14,11 @@ if someone asks); the actual spend is still counted at settle, so a budget added
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from isthmus.accounting.budgets import (
     DEFAULT_RESERVATION_TTL_S,
@@ -55,7 +56,6 @@ from isthmus.store.snapshot import Budget, GatewayKeyRow, Limits, TeamRow, UserR
 if TYPE_CHECKING:  # imported only where Redis is configured: the client costs ~15 MiB
     from redis.asyncio import Redis
 
-_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,7 @@ def _sets_a_limit(budget: Budget | None) -> bool:
 
 
 _UNSET: Any = object()
+_T = TypeVar("_T")
 
 
 class Estimate:
@@ -178,25 +179,20 @@ class Estimate:
     @property
     def usd(self) -> Decimal:
         if self._usd is None:
-            self._usd = estimate_cost(
-                self.prompt_tokens,
-                self.max_output_tokens,
-                self.price,
-                default_max_output=self.default_max_output,
-            )
+            self._usd = self._priced(estimate_cost)
         return self._usd
 
     @property
     def nano(self) -> int:
         """``usd`` in nano-USD rounded up: what a reservation holds (integers only on the way)."""
         if self._nano is None:
-            self._nano = estimate_nano(
-                self.prompt_tokens,
-                self.max_output_tokens,
-                self.price,
-                default_max_output=self.default_max_output,
-            )
+            self._nano = self._priced(estimate_nano)
         return self._nano
+
+    def _priced(self, estimate: Callable[..., _T]) -> _T:
+        return estimate(
+            self.prompt_tokens, self.max_output_tokens, self.price, default_max_output=self.default_max_output
+        )
 
 
 @dataclass(slots=True, eq=False)
