@@ -10,6 +10,7 @@ from isthmus.protocols.sse import (
     DONE_EVENT,
     SSEEvent,
     SSEParser,
+    block_start,
     count_blocks,
     encode_event,
     split_region,
@@ -158,6 +159,10 @@ def test_regions_hold_whole_events_and_every_byte_once(
         pair for pair in expected if pair[1] or pair[0]
     ]
     assert sum(count_blocks(region) for region in regions) == len(expected)
+    # Counting the blocks before a point (a run's plain prefix) stops at that point.
+    end = data.draw(st.integers(0, len(stream)))
+    whole_blocks_before = [e for e in split_region(stream[: block_start(stream, end)]) if e.raw]
+    assert count_blocks(stream, block_start(stream, end)) == len(whole_blocks_before)
 
 
 def test_region_keeps_the_unfinished_tail() -> None:
