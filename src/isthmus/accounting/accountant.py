@@ -57,7 +57,6 @@ if TYPE_CHECKING:  # imported only where Redis is configured: the client costs ~
     from redis.asyncio import Redis
 
 
-
 @dataclass(frozen=True, slots=True)
 class Subject:
     """Who a request is accounted to: the key, its user and team, with their limits and budgets."""
