@@ -358,18 +358,13 @@ class MemoryBudgets:
     async def reserve(
         self, subjects: Sequence[BudgetSubject], estimate_usd: Decimal, estimate_tokens: int, now: float
     ) -> Reservation:
-        return self.reserve_now(subjects, estimate_usd, estimate_tokens, now)
+        return self.reserve_nano(subjects, usd_to_nano(estimate_usd, round_up=True), estimate_tokens, now)
 
     async def settle(self, reservation: Reservation, actual_usd: Decimal, actual_tokens: int) -> None:
-        self.settle_now(reservation, actual_usd, actual_tokens)
+        self.settle_nano(reservation, usd_to_nano(actual_usd), actual_tokens)
 
     async def release(self, reservation: Reservation) -> None:
         self.release_now(reservation)
-
-    def reserve_now(
-        self, subjects: Sequence[BudgetSubject], estimate_usd: Decimal, estimate_tokens: int, now: float
-    ) -> Reservation:
-        return self.reserve_nano(subjects, usd_to_nano(estimate_usd, round_up=True), estimate_tokens, now)
 
     def reserve_nano(
         self, subjects: Sequence[BudgetSubject], estimate_nano: int, estimate_tokens: int, now: float
@@ -420,9 +415,6 @@ class MemoryBudgets:
             if counter is not None:
                 counter.reserved_usd -= reservation.usd_nano
                 counter.reserved_tokens -= reservation.tokens
-
-    def settle_now(self, reservation: Reservation, actual_usd: Decimal, actual_tokens: int) -> None:
-        self.settle_nano(reservation, usd_to_nano(actual_usd), actual_tokens)
 
     def settle_nano(self, reservation: Reservation, actual_nano: int, actual_tokens: int) -> None:
         if reservation.done:
